@@ -1,0 +1,27 @@
+"""Library entry points that combine the pieces: estimate + GPU + calibration + advice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from planner.advice import advise
+from planner.calibration import cached_calibration, load_calibration
+from planner.catalog import load_gpu, load_model
+from planner.estimator import estimate
+from planner.specs import Estimate, TrainSpec
+
+
+def estimate_with_advice(
+    model: str, train: TrainSpec, gpu: str | None = None, calibrate: str | Path | None = None
+) -> Estimate:
+    """Estimate, using a probe calibration when given (or cached for the GPU), and attach advice when it does not fit."""
+    profile = load_model(model)
+    gpu_profile = load_gpu(gpu) if gpu else None
+    calibration = load_calibration(calibrate) if calibrate else None
+    if calibration is None and gpu_profile is not None:
+        calibration = cached_calibration(gpu_profile.name)
+    est = estimate(profile, train, gpu_profile, calibration)
+    if est.fits is False and gpu_profile is not None:
+        advice = advise(profile, train, gpu_profile, lambda m, t, g: estimate(m, t, g, calibration))
+        est = est.model_copy(update={"advice": advice})
+    return est

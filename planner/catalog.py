@@ -1,0 +1,270 @@
+"""Profile loaders: model configs, GPUs, cloud instances and runtime constants from ``profiles/``.
+
+Models resolve from (in order) a local ``config.json`` or model folder, a shipped profile by
+name / alias / hub id, or a hub id fetched with ``huggingface_hub`` (config.json only, cached;
+remote code is never run).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from planner.errors import ConfigError, OfflineError, PlannerError, unknown
+from planner.specs import GpuProfile, ModelConfig, ModelProfile
+
+# --------------------------------------------------------------------------- files
+
+
+def profiles_dir() -> Path:
+    """Folder of the shipped ``profiles`` package data."""
+    return Path(str(resources.files("profiles")))
+
+
+@cache
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def runtime_constants() -> dict[str, Any]:
+    """``profiles/runtime.json``: CUDA context, cuBLAS workspace, allocator and NF4 constants with sources."""
+    return _read_json(profiles_dir() / "runtime.json")
+
+
+# --------------------------------------------------------------------------- config normalization
+
+# transformers' per-family default for ``tie_word_embeddings`` when config.json omits it
+# (each family's ``configuration_*.py`` in transformers 5.x).
+_TIE_DEFAULT = {"gemma": True, "gemma2": True, "gemma3_text": True, "gpt2": True, "falcon": True}
+
+_LLAMA_LIKE = {"llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "phi3"}
+SUPPORTED_MODEL_TYPES = frozenset(_LLAMA_LIKE | {"falcon", "gpt2"})
+
+
+def _need(raw: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if raw.get(key) is not None:
+            return raw[key]
+    raise ConfigError(f"config.json is missing field {keys[0]!r} (model_type {raw.get('model_type')!r})")
+
+
+def normalize_config(raw: dict[str, Any]) -> ModelConfig:
+    """Map a HF ``config.json`` dict onto :class:`ModelConfig` (Llama field names).
+
+    Raises:
+        ConfigError: unsupported ``model_type`` or a missing field (named in the message).
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError("config.json is not a JSON object")
+    mt = raw.get("model_type")
+    if mt is None:
+        raise ConfigError("config.json is missing field 'model_type'")
+    if mt not in SUPPORTED_MODEL_TYPES:
+        raise ConfigError(f"model_type {mt!r} is not supported; supported: {', '.join(sorted(SUPPORTED_MODEL_TYPES))}")
+    tie = raw.get("tie_word_embeddings", _TIE_DEFAULT.get(mt, False))
+    if mt == "gpt2":
+        h = _need(raw, "n_embd")
+        heads = _need(raw, "n_head")
+        fields = dict(
+            hidden_size=h,
+            intermediate_size=raw.get("n_inner") or 4 * h,
+            num_hidden_layers=_need(raw, "n_layer"),
+            num_attention_heads=heads,
+            num_key_value_heads=heads,
+            head_dim=h // heads,
+            vocab_size=_need(raw, "vocab_size"),
+            max_position_embeddings=_need(raw, "n_positions"),
+            attention_bias=True,
+            mlp_bias=True,
+        )
+    elif mt == "falcon":
+        h = _need(raw, "hidden_size")
+        heads = _need(raw, "num_attention_heads", "n_head")
+        new_arch = bool(raw.get("new_decoder_architecture", False))
+        if new_arch:
+            kv = _need(raw, "num_kv_heads")
+        else:
+            kv = 1 if raw.get("multi_query", True) else heads
+        fields = dict(
+            hidden_size=h,
+            intermediate_size=raw.get("ffn_hidden_size") or 4 * h,
+            num_hidden_layers=_need(raw, "num_hidden_layers", "n_layer"),
+            num_attention_heads=heads,
+            num_key_value_heads=kv,
+            head_dim=h // heads,
+            vocab_size=_need(raw, "vocab_size"),
+            max_position_embeddings=raw.get("max_position_embeddings", 2048),
+            attention_bias=bool(raw.get("bias", False)),
+            mlp_bias=bool(raw.get("bias", False)),
+            parallel_attn=bool(raw.get("parallel_attn", True)),
+            new_decoder_architecture=new_arch,
+        )
+    else:
+        h = _need(raw, "hidden_size")
+        heads = _need(raw, "num_attention_heads")
+        fields = dict(
+            hidden_size=h,
+            intermediate_size=_need(raw, "intermediate_size"),
+            num_hidden_layers=_need(raw, "num_hidden_layers"),
+            num_attention_heads=heads,
+            num_key_value_heads=raw.get("num_key_value_heads") or heads,
+            head_dim=raw.get("head_dim") or h // heads,
+            vocab_size=_need(raw, "vocab_size"),
+            max_position_embeddings=_need(raw, "max_position_embeddings"),
+            # Qwen2 hard-codes bias=True on q/k/v (modeling_qwen2.Qwen2Attention); others read attention_bias.
+            attention_bias=True if mt == "qwen2" else bool(raw.get("attention_bias", False)),
+            mlp_bias=bool(raw.get("mlp_bias", False)),
+            num_local_experts=raw.get("num_local_experts", 0) if mt == "mixtral" else 0,
+            num_experts_per_tok=raw.get("num_experts_per_tok", 0) if mt == "mixtral" else 0,
+            final_logit_softcapping=raw.get("final_logit_softcapping") if mt == "gemma2" else None,
+        )
+    try:
+        return ModelConfig(model_type=mt, tie_word_embeddings=bool(tie), **fields)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise ConfigError(f"config.json field {first['loc'][0]!r}: {first['msg']}") from None
+
+
+# --------------------------------------------------------------------------- models
+
+
+@cache
+def _model_index() -> dict[str, Path]:
+    """Lower-cased name / alias / hub id -> profile file."""
+    index: dict[str, Path] = {}
+    for path in sorted((profiles_dir() / "models").glob("*.json")):
+        data = _read_json(path)
+        for key in [data["name"], data.get("hub_id"), *data.get("aliases", [])]:
+            if key:
+                index[key.lower()] = path
+    return index
+
+
+def model_names() -> list[str]:
+    """Short names of every shipped model profile."""
+    return sorted({_read_json(p)["name"] for p in _model_index().values()})
+
+
+def _profile_from_file(path: Path) -> ModelProfile:
+    data = _read_json(path)
+    return ModelProfile(
+        name=data["name"], hub_id=data.get("hub_id"), source=data["source"], config=normalize_config(data["config"])
+    )
+
+
+def raw_config(name: str) -> dict[str, Any]:
+    """The raw ``config.json`` dict behind :func:`load_model` (what the probes build the model from)."""
+    return _resolve(name)[1]
+
+
+def load_model(name: str) -> ModelProfile:
+    """Resolve a model name, alias, hub id, local config.json or model folder to a :class:`ModelProfile`.
+
+    Raises:
+        PlannerError: unknown name (with the closest matches), malformed config, or offline hub fetch.
+    """
+    return _resolve(name)[0]
+
+
+@cache
+def _resolve(name: str) -> tuple[ModelProfile, dict[str, Any]]:
+    path = _model_index().get(name.lower())
+    if path is not None:
+        return _profile_from_file(path), _read_json(path)["config"]
+    local = Path(name).expanduser()
+    if local.is_dir():
+        local = local / "config.json"
+    if local.is_file() and (local.suffix == ".json" or local.name == "config.json"):
+        raw = _load_json_file(local)
+        return ModelProfile(name=str(name), source=str(local.resolve()), config=normalize_config(raw)), raw
+    if name.count("/") == 1 and not Path(name).exists():
+        raw = _fetch_hub_config(name)
+        source = f"https://huggingface.co/{name}/blob/main/config.json"
+        return ModelProfile(name=name, hub_id=name, source=source, config=normalize_config(raw)), raw
+    raise unknown("model", name, [p.stem for p in _model_index().values()] + list(_model_index()))
+
+
+def _load_json_file(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"cannot read {path}: {err}") from None
+
+
+def _fetch_hub_config(repo_id: str) -> dict[str, Any]:
+    """Download only ``config.json`` from the hub (cached by huggingface_hub); never runs remote code."""
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:  # pragma: no cover - huggingface_hub is a base dependency
+        raise OfflineError(f"model {repo_id!r} is not a shipped profile and huggingface_hub is not installed") from None
+    try:
+        path = hf_hub_download(repo_id=repo_id, filename="config.json")
+    except Exception as err:  # network, auth, 404: all become one line
+        reason = type(err).__name__
+        raise OfflineError(
+            f"could not fetch config.json for {repo_id!r} from the hub ({reason}); "
+            f"pass a local config.json or one of: {', '.join(model_names()[:6])}, ..."
+        ) from None
+    return _load_json_file(Path(path))
+
+
+# --------------------------------------------------------------------------- GPUs
+
+
+@cache
+def _gpus() -> tuple[GpuProfile, ...]:
+    return tuple(GpuProfile(**g) for g in _read_json(profiles_dir() / "gpus.json")["gpus"])
+
+
+@cache
+def _gpu_index() -> dict[str, GpuProfile]:
+    index: dict[str, GpuProfile] = {}
+    for gpu in _gpus():
+        for key in (gpu.name, *gpu.aliases):
+            index[_gpu_key(key)] = gpu
+    return index
+
+
+def _gpu_key(name: str) -> str:
+    return name.lower().replace(" ", "-").replace("_", "-")
+
+
+def gpu_profiles() -> tuple[GpuProfile, ...]:
+    """Every shipped GPU profile."""
+    return _gpus()
+
+
+def load_gpu(name: str) -> GpuProfile:
+    """Resolve a GPU name or alias (``4090``, ``a100-80gb``, ``H100 SXM``).
+
+    Raises:
+        PlannerError: unknown GPU, naming the closest matches.
+    """
+    key = _gpu_key(name)
+    for candidate in (key, key.removeprefix("nvidia-"), key.removeprefix("nvidia-geforce-")):
+        if candidate in _gpu_index():
+            return _gpu_index()[candidate]
+    raise unknown("GPU", name, [g.name for g in _gpus()] + [a for g in _gpus() for a in g.aliases])
+
+
+def match_gpu(device_name: str, total_memory_gib: float) -> GpuProfile | None:
+    """The shipped profile for a detected device name (e.g. ``NVIDIA H100 80GB HBM3``), or None."""
+    best: GpuProfile | None = None
+    name = device_name.lower()
+    for gpu in _gpus():
+        tokens = [t for t in gpu.name.lower().replace("rtx ", "").split() if t not in {"gb"}]
+        if all(t.replace("gb", "") in name for t in tokens):
+            if best is None or abs(gpu.memory_gib - total_memory_gib) < abs(best.memory_gib - total_memory_gib):
+                best = gpu
+    return best
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise a one-line :class:`PlannerError` unless ``condition``."""
+    if not condition:
+        raise PlannerError(message)

@@ -1,0 +1,106 @@
+"""Click options shared by ``estimate``, ``probe``, ``recommend`` and ``instances``.
+
+One definition of each training option; :func:`train_spec` turns the parsed values into a
+:class:`~planner.specs.TrainSpec`. No rendering here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from planner.specs import Attn, DType, Method, Optim, TrainSpec
+
+_DEFAULT = TrainSpec()
+
+
+def _positive_int(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value is not None and value <= 0:
+        raise click.BadParameter(f"must be a positive integer, got {value}")
+    return value
+
+
+def _positive_float(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and value <= 0:
+        raise click.BadParameter(f"must be > 0, got {value}")
+    return value
+
+
+def _choice(enum: type) -> click.Choice:
+    return click.Choice([e.value for e in enum], case_sensitive=False)
+
+
+def method_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--method", type=_choice(Method), default=_DEFAULT.method.value, show_default=True,
+                        help="Fine-tuning method.")(f)
+
+
+def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Options that describe one training configuration (``estimate``/``probe``)."""
+    options = [
+        click.option("--gpu", "gpu", default=None, help="GPU profile name or alias (e.g. 4090, a100-80gb)."),
+        method_option,
+        click.option("--rank", type=int, default=_DEFAULT.rank, show_default=True, callback=_positive_int,
+                     help="LoRA rank r."),
+        click.option("--alpha", type=float, default=None, callback=_positive_float,
+                     help="LoRA alpha [default: 2 x rank]."),
+        click.option("--targets", default="all-linear", show_default=True,
+                     help="all-linear | attn | qv | comma-separated module names (q_proj,v_proj)."),
+        click.option("--lora-dropout", type=float, default=_DEFAULT.lora_dropout, show_default=True,
+                     help="LoRA dropout probability (p > 0 stores a mask and a copy per adapted module)."),
+        click.option("--dora/--no-dora", default=False, show_default=True, help="Weight-decomposed LoRA (DoRA)."),
+        click.option("--micro-batch", type=int, default=_DEFAULT.micro_batch, show_default=True,
+                     callback=_positive_int, help="Sequences per forward pass."),
+        click.option("--seq-len", type=int, default=_DEFAULT.seq_len, show_default=True, callback=_positive_int,
+                     help="Tokens per sequence."),
+        click.option("--grad-accum", type=int, default=_DEFAULT.grad_accum, show_default=True,
+                     callback=_positive_int, help="Gradient accumulation steps (>1 keeps gradients through forward)."),
+        click.option("--grad-ckpt/--no-grad-ckpt", default=_DEFAULT.grad_ckpt, show_default=True,
+                     help="Gradient checkpointing (recompute each decoder layer in backward)."),
+        click.option("--optim", type=_choice(Optim), default=_DEFAULT.optim.value, show_default=True,
+                     help="Optimizer."),
+        click.option("--attn", type=_choice(Attn), default=_DEFAULT.attn.value, show_default=True,
+                     help="Attention implementation."),
+        click.option("--dtype", type=_choice(DType), default=_DEFAULT.dtype.value, show_default=True,
+                     help="Weight/compute dtype."),
+        click.option("--fp32-master/--no-fp32-master", default=False, show_default=True,
+                     help="Full fine-tuning: fp32 weights with autocast (mixed precision) instead of pure --dtype."),
+        click.option("--double-quant/--no-double-quant", default=True, show_default=True,
+                     help="QLoRA: bitsandbytes double quantization of the NF4 constants."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def parse_targets(text: str) -> tuple[str, ...]:
+    """``"q_proj, v_proj"`` -> ``("q_proj", "v_proj")``."""
+    parts = tuple(p.strip() for p in text.split(",") if p.strip())
+    if not parts:
+        raise click.BadParameter("--targets is empty")
+    return parts
+
+
+def train_spec(**values: Any) -> TrainSpec:
+    """Build a :class:`TrainSpec` from parsed click values (extra keys are ignored)."""
+    rank = values["rank"]
+    alpha = values.get("alpha")
+    return TrainSpec(
+        method=Method(values["method"]),
+        rank=rank,
+        alpha=alpha if alpha is not None else 2.0 * rank,
+        targets=parse_targets(values["targets"]),
+        lora_dropout=values["lora_dropout"],
+        dora=values["dora"],
+        micro_batch=values["micro_batch"],
+        seq_len=values["seq_len"],
+        grad_accum=values["grad_accum"],
+        grad_ckpt=values["grad_ckpt"],
+        optim=Optim(values["optim"]),
+        attn=Attn(values["attn"]),
+        dtype=DType(values["dtype"]),
+        fp32_master=values["fp32_master"],
+        double_quant=values["double_quant"],
+    )

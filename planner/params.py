@@ -1,0 +1,62 @@
+"""Exact parameter counts from a config: total (tied embeddings once) and trainable (LoRA / DoRA / full).
+
+Checked in ``tests/test_params.py`` against transformers' meta-device instantiation and PEFT's
+``get_peft_model`` for every shipped profile.
+"""
+
+from __future__ import annotations
+
+from planner.architecture import Linear, architecture, resolve_targets
+from planner.specs import Method, ModelConfig, ParamCounts, TrainSpec
+
+
+def total_params(config: ModelConfig) -> int:
+    """All base-model parameters; tied input/output embeddings are one tensor and count once."""
+    arch = architecture(config)
+    return (
+        config.num_hidden_layers * arch.layer_params + arch.embed_params + arch.final_norm_params + arch.lm_head_params
+    )
+
+
+def lora_params(linear: Linear, rank: int, dora: bool) -> int:
+    """Adapter parameters on one module: ``lora_A`` (r x in) + ``lora_B`` (out x r), plus DoRA's
+    magnitude vector (``lora_magnitude_vector``, one per output feature; peft/tuners/lora/dora.py).
+
+    MoE expert tensors (PEFT ``ParamWrapper``) stack one rank block per expert: ``lora_A`` is
+    (r * E, in), ``lora_B`` (out, r * E), with r doubled for fused gate_up.
+    """
+    r = rank * linear.rank_multiplier * linear.experts
+    return r * (linear.in_features + linear.out_features) + (linear.out_features if dora else 0)
+
+
+def adapter_params(config: ModelConfig, train: TrainSpec) -> int:
+    """Trainable adapter parameters of the whole model for LoRA/QLoRA."""
+    per_layer = sum(lora_params(lin, train.rank, train.dora) for lin in resolve_targets(config, train.targets))
+    return config.num_hidden_layers * per_layer
+
+
+def param_counts(config: ModelConfig, train: TrainSpec) -> ParamCounts:
+    """Total base parameters and the trainable ones for ``train.method``."""
+    total = total_params(config)
+    trainable = total if train.method is Method.FULL else adapter_params(config, train)
+    return ParamCounts(total=total, trainable=trainable)
+
+
+def quantizable_weight_params(config: ModelConfig) -> int:
+    """Weights that bitsandbytes replaces with 4/8-bit storage: every decoder-layer ``nn.Linear``
+    weight. Biases, norms, embeddings, the lm_head (kept by ``get_keys_to_not_convert``) and
+    Mixtral's 3-D expert tensors (``nn.Parameter``, not ``nn.Linear``) stay in floating point."""
+    arch = architecture(config)
+    return config.num_hidden_layers * sum(lin.weight_params for lin in arch.linears)
+
+
+def quantized_tensor_count(config: ModelConfig) -> int:
+    """Number of quantized weight tensors (each carries its own quantization state)."""
+    return config.num_hidden_layers * len(architecture(config).linears)
+
+
+def largest_param_numel(config: ModelConfig) -> int:
+    """Elements of the largest single parameter tensor (embedding, lm_head, or a layer weight)."""
+    arch = architecture(config)
+    per_expert = arch.expert_params // 3 * 2 if arch.expert_params else 0  # gate_up_proj (E, 2i, h)
+    return max([arch.embed_params, arch.lm_head_params, per_expert, *(lin.weight_params for lin in arch.linears)])

@@ -1,0 +1,58 @@
+"""Rich rendering of an :class:`~planner.specs.Estimate`."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from planner.specs import Estimate
+
+_NOTES = {
+    "weights": "base model weights",
+    "adapters": "LoRA/DoRA adapters (fp32, PEFT default)",
+    "gradients": "one per trainable parameter",
+    "optimizer": "optimizer state (+ step transient)",
+    "activations": "saved for backward (+ recompute / in-flight)",
+    "logits": "lm_head output + fp32 cross-entropy",
+    "overhead": "CUDA context, cuBLAS workspace, allocator",
+}
+
+
+def _train_line(est: Estimate) -> str:
+    t = est.train
+    parts = [t.method.value]
+    if t.method.value != "full":
+        parts.append(f"r={t.rank} alpha={t.alpha:g} targets={','.join(t.targets)}")
+    parts.append(f"micro-batch {t.micro_batch} x seq {t.seq_len}")
+    parts.append("grad-ckpt" if t.grad_ckpt else "no grad-ckpt")
+    parts += [t.optim.value, t.attn.value, t.dtype.value]
+    return ", ".join(parts)
+
+
+def render_estimate(est: Estimate, console: Console | None = None) -> None:
+    """Print the breakdown table, peaks, verdict and advice."""
+    console = console or Console()
+    params = est.params
+    pct = 100.0 * params.trainable / params.total if params.total else 0.0
+    table = Table(title=f"{est.model}: {_train_line(est)}", title_justify="left")
+    table.add_column("component")
+    table.add_column("GiB", justify="right")
+    table.add_column("what", style="dim")
+    for name, value in est.memory_gib.model_dump().items():
+        table.add_row(name, f"{value:.2f}", _NOTES[name])
+    console.print(table)
+    console.print(f"params: {params.total:,} total, {params.trainable:,} trainable ({pct:.3f}%)")
+    peak = est.peak_gib
+    console.print(
+        f"peak ({est.peak_phase}): [bold]{peak.allocated:.2f}[/] GiB allocated, {peak.reserved:.2f} GiB reserved, "
+        f"[bold]{peak.device:.2f}[/] GiB on the device"
+    )
+    for warning in est.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    if est.gpu is not None:
+        if est.fits:
+            console.print(f"[green]fits[/] {est.gpu.name} ({est.gpu.memory_gib:.2f} GiB): {est.headroom_gib:.2f} GiB headroom")
+        else:
+            console.print(f"[red]does not fit[/] {est.gpu.name} ({est.gpu.memory_gib:.2f} GiB): short by {-est.headroom_gib:.2f} GiB")
+    if est.advice:
+        console.print(est.advice)

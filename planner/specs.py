@@ -1,0 +1,189 @@
+"""Typed, frozen specs shared by the estimator, the recommender, the CLI and the probes.
+
+Everything here is plain data (pydantic, frozen, ``extra="forbid"``): no I/O, no CLI objects.
+The field names of the result models are the JSON contract of ``loraplan estimate --json``.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+GIB = float(1 << 30)
+"""Bytes in one GiB (what torch.cuda and nvidia-smi's MiB figures are based on)."""
+
+
+class Frozen(BaseModel):
+    """Base for every spec: immutable, hashable, rejects unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Method(str, Enum):
+    """Fine-tuning method."""
+
+    LORA = "lora"
+    QLORA = "qlora"
+    FULL = "full"
+
+
+class Optim(str, Enum):
+    """Optimizer, named as the CLI spells it."""
+
+    ADAMW = "adamw"
+    ADAMW_8BIT = "adamw-8bit"
+    PAGED_ADAMW = "paged-adamw"
+    PAGED_ADAMW_8BIT = "paged-adamw-8bit"
+    SGD = "sgd"
+    ADAFACTOR = "adafactor"
+
+    @property
+    def paged(self) -> bool:
+        """bitsandbytes paged optimizers keep state in CUDA unified memory (can spill to host)."""
+        return self in (Optim.PAGED_ADAMW, Optim.PAGED_ADAMW_8BIT)
+
+
+class Attn(str, Enum):
+    """Attention implementation (transformers ``attn_implementation``)."""
+
+    SDPA = "sdpa"
+    FLASH = "flash"
+    EAGER = "eager"
+
+
+class DType(str, Enum):
+    """Floating dtype of weights / compute."""
+
+    BF16 = "bf16"
+    FP16 = "fp16"
+    FP32 = "fp32"
+
+    @property
+    def bytes_per_element(self) -> float:
+        return 4.0 if self is DType.FP32 else 2.0
+
+
+class ModelConfig(Frozen):
+    """The architecture fields loraplan needs, normalized from a HF ``config.json``.
+
+    Field names follow the Llama ``config.json`` spelling; ``planner.profiles.normalize_config``
+    maps other families (GPT-2's ``n_embd``, Falcon's ``n_head`` ...) onto them.
+    """
+
+    model_type: str
+    hidden_size: int = Field(gt=0)
+    intermediate_size: int = Field(gt=0)
+    num_hidden_layers: int = Field(gt=0)
+    num_attention_heads: int = Field(gt=0)
+    num_key_value_heads: int = Field(gt=0)
+    head_dim: int = Field(gt=0)
+    vocab_size: int = Field(gt=0)
+    max_position_embeddings: int = Field(gt=0)
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    # Mixture of experts (0 = dense).
+    num_local_experts: int = 0
+    num_experts_per_tok: int = 0
+    # Family specifics (read by planner.architecture only).
+    final_logit_softcapping: float | None = None
+    parallel_attn: bool = False
+    new_decoder_architecture: bool = False
+
+
+class ModelProfile(Frozen):
+    """A model: its name, where its config came from, and the normalized config."""
+
+    name: str
+    hub_id: str | None = None
+    source: str
+    config: ModelConfig
+
+
+class GpuProfile(Frozen):
+    """One GPU model. Memory is what the device reports (``torch.cuda.get_device_properties().total_memory``)."""
+
+    name: str
+    aliases: tuple[str, ...] = ()
+    memory_gib: float = Field(gt=0)
+    bf16: bool
+    bf16_tflops: float | None = None
+    fp16_tflops: float = Field(gt=0)
+    memory_bandwidth_gbps: float = Field(gt=0)
+    compute_capability: str
+    source: str
+    date: str
+
+
+class TrainSpec(Frozen):
+    """One training configuration: everything that changes memory, besides the model."""
+
+    method: Method = Method.LORA
+    rank: int = Field(default=16, gt=0)
+    alpha: float = Field(default=32.0, gt=0)
+    targets: tuple[str, ...] = ("all-linear",)
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
+    dora: bool = False
+    micro_batch: int = Field(default=1, gt=0)
+    seq_len: int = Field(default=2048, gt=0)
+    grad_accum: int = Field(default=1, gt=0)
+    grad_ckpt: bool = True
+    optim: Optim = Optim.ADAMW
+    attn: Attn = Attn.SDPA
+    dtype: DType = DType.BF16
+    fp32_master: bool = False
+    """Full fine-tuning only: keep fp32 weights and autocast to ``dtype`` (mixed precision) instead of pure ``dtype``."""
+    double_quant: bool = True
+    """QLoRA only: bitsandbytes ``bnb_4bit_use_double_quant``."""
+
+
+class ParamCounts(Frozen):
+    total: int
+    trainable: int
+
+
+class MemoryGiB(Frozen):
+    """Memory by component, GiB. Each is the component's size at the step's peak."""
+
+    weights: float
+    adapters: float
+    gradients: float
+    optimizer: float
+    activations: float
+    logits: float
+    overhead: float
+
+
+class PeakGiB(Frozen):
+    allocated: float
+    """What ``torch.cuda.max_memory_allocated`` would read."""
+    reserved: float
+    """What ``torch.cuda.max_memory_reserved`` would read."""
+    device: float
+    """Reserved plus CUDA context and workspaces: what must fit on the card (nvidia-smi)."""
+
+
+class GpuRef(Frozen):
+    name: str
+    memory_gib: float
+
+
+class Estimate(Frozen):
+    """Result of :func:`planner.estimate`. Field names are the ``--json`` contract."""
+
+    model: str
+    method: Method
+    train: TrainSpec
+    params: ParamCounts
+    memory_gib: MemoryGiB
+    peak_gib: PeakGiB
+    peak_phase: str
+    """Which phase of the step holds the peak: ``forward``, ``backward`` or ``optimizer``."""
+    host_spillable_gib: float = 0.0
+    """Paged optimizer state that CUDA unified memory can evict to host RAM under pressure."""
+    gpu: GpuRef | None = None
+    fits: bool | None = None
+    headroom_gib: float | None = None
+    advice: str | None = None
+    warnings: tuple[str, ...] = ()
