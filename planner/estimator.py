@@ -137,7 +137,7 @@ def estimate(
     gpu_ref = None
     if gpu_profile is not None:
         gpu_ref = GpuRef(name=gpu_profile.name, memory_gib=gpu_profile.memory_gib)
-        headroom = gpu_profile.memory_gib - peak.device
+        headroom = usable_gib(gpu_profile) - peak.device
         fits = headroom >= 0
     warnings = []
     if train.seq_len > cfg.max_position_embeddings:
@@ -164,6 +164,12 @@ def estimate(
         advice=None,
         warnings=tuple(warnings),
     )
+
+
+def usable_gib(gpu: GpuProfile) -> float:
+    """Memory a process can use: nvidia-smi's total less what the driver reserves (profiles/runtime.json)."""
+    reserved = runtime_constants()["driver_reserved_mib"]
+    return gpu.memory_gib - reserved["by_gpu"].get(gpu.name, reserved["default"]) / 1024.0
 
 
 def _allocator_reserve(

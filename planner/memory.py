@@ -91,8 +91,9 @@ def dtypes(train: TrainSpec) -> Dtypes:
         # [KBIT]: everything not 4-bit becomes fp32, so the embeddings feed an fp32 residual stream.
         return Dtypes(c, FP32_BYTES, FP32_BYTES, nf4_bytes_per_param(train.double_quant), FP32_BYTES, autocast, True)
     if train.method is Method.LORA:
-        # [PEFT-cast]: adapters (the trainable params) are fp32.
-        return Dtypes(c, c, c, c, FP32_BYTES, autocast, True)
+        # [PEFT-cast]: adapters (the trainable params) are fp32. --fp32-master: base kept in fp32.
+        base = FP32_BYTES if train.fp32_master else c
+        return Dtypes(c, base, base, base, FP32_BYTES, autocast, True)
     master = FP32_BYTES if train.fp32_master else c
     return Dtypes(c, master, master, master, master, autocast, False)
 
@@ -175,19 +176,23 @@ def optimizer_memory(config: ModelConfig, train: TrainSpec) -> OptimizerMemory:
     if optim is Optim.ADAFACTOR:
         return _adafactor(config, train)
     # bitsandbytes AdamW8bit / PagedAdamW / PagedAdamW8bit [BNB-optim].
-    consts = runtime_constants()["bnb_optimizer"]
+    consts = runtime_constants()["bnb_8bit_optimizer"]
     block, min_8bit = float(consts["blocksize"]), consts["min_8bit_size"]
+    # Optimizer8bit.get_state_buffer: only tensors of at least 1e5 elements get paged buffers;
+    # smaller ones are plain torch allocations even for paged optimizers.
+    paged_min = consts["paged_min_numel"] if optim.paged else None
     eight_bit = optim in (Optim.ADAMW_8BIT, Optim.PAGED_ADAMW_8BIT)
-    state = 0.0
+    state = paged = 0.0
     for numel, count in _trainable_tensor_sizes(config, train):
         if eight_bit and numel >= min_8bit:
             per_param = 2 * (1.0 + FP32_BYTES / block)  # uint8 state1/state2 + fp32 absmax per block
         else:
             per_param = 2 * FP32_BYTES
-        state += numel * count * per_param
-    if optim.paged:
-        return OptimizerMemory(0.0, state, 0.0)
-    return OptimizerMemory(state, 0.0, 0.0)
+        if paged_min is not None and numel >= paged_min:
+            paged += numel * count * per_param
+        else:
+            state += numel * count * per_param
+    return OptimizerMemory(state, paged, 0.0)
 
 
 def _adafactor(config: ModelConfig, train: TrainSpec) -> OptimizerMemory:
@@ -470,7 +475,7 @@ def logits_memory(config: ModelConfig, train: TrainSpec) -> LogitsMemory:
         forward += 2 * n * logits_b
     backward = 3 * n * FP32_BYTES
     saved_weight = 0.0
-    if d.autocast and d.other_param > d.compute and not train.method is Method.FULL:
+    if d.autocast and d.other_param > d.compute and train.method is Method.QLORA:
         # The frozen fp32 lm_head is cast to bf16 by autocast; the cast is saved to compute the
         # hidden-state gradient [AUTOCAST] (not cached: frozen params are not cached).
         saved_weight = config.vocab_size * config.hidden_size * d.compute
@@ -478,9 +483,10 @@ def logits_memory(config: ModelConfig, train: TrainSpec) -> LogitsMemory:
 
 
 def autocast_weight_copy_bytes(config: ModelConfig, train: TrainSpec) -> float:
-    """Full fine-tuning with fp32 master weights: autocast caches a bf16 copy of every trainable
-    leaf weight fed to a matmul for the whole forward region, and autograd saves it [AUTOCAST]."""
-    if train.method is not Method.FULL or not train.fp32_master or not dtypes(train).autocast:
+    """fp32 weights under bf16 autocast: every matmul weight gets a bf16 copy that autograd saves
+    for backward [AUTOCAST]. Trainable leaves are cast once and cached for the forward region;
+    frozen ones (LoRA base) are cast per op, and the saved copy is needed for the input gradient."""
+    if train.method is Method.QLORA or not train.fp32_master or not dtypes(train).autocast:
         return 0.0
     arch = architecture(config)
     matmul_weights = config.num_hidden_layers * (sum(lin.weight_params for lin in arch.linears) + arch.expert_params)
