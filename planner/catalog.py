@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,10 @@ from planner.specs import GpuProfile, ModelConfig, ModelProfile
 
 
 def profiles_dir() -> Path:
-    """Folder of the shipped ``profiles`` package data."""
-    return Path(str(resources.files("profiles")))
+    """Folder of the shipped ``profiles`` package data (a plain package, so no importlib.resources)."""
+    import profiles
+
+    return Path(profiles.__file__).parent
 
 
 @cache
@@ -254,6 +255,10 @@ def load_gpu(name: str) -> GpuProfile:
 
 def match_gpu(device_name: str, total_memory_gib: float) -> GpuProfile | None:
     """The shipped profile for a detected device name (e.g. ``NVIDIA H100 80GB HBM3``), or None."""
+    key = _gpu_key(device_name)
+    for candidate in (key, key.removeprefix("nvidia-"), key.removeprefix("nvidia-geforce-"), key.removeprefix("tesla-")):
+        if candidate in _gpu_index():
+            return _gpu_index()[candidate]
     best: GpuProfile | None = None
     name = device_name.lower()
     for gpu in _gpus():

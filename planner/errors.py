@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 
@@ -22,6 +21,8 @@ class OfflineError(PlannerError):
 
 def closest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     """Closest names to ``name`` (difflib ratio), for "did you mean" messages."""
+    import difflib
+
     pool = sorted(set(candidates))
     lowered = {c.lower(): c for c in pool}
     hits = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.4)

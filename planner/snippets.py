@@ -1,0 +1,146 @@
+"""Ready-to-paste Python for a plan: PEFT ``LoraConfig``, bitsandbytes ``BitsAndBytesConfig``, TRL ``SFTConfig``.
+
+Option names follow the current releases: transformers 5 ``TrainingArguments`` (``optim`` values of
+``OptimizerNames``; ``warmup_steps`` takes a float < 1 as a fraction of the steps, ``warmup_ratio`` was
+removed), TRL ``SFTConfig`` (``max_length``, default ``gradient_checkpointing=True``, ``bf16=True``),
+PEFT ``LoraConfig`` and transformers ``BitsAndBytesConfig``.
+"""
+
+from __future__ import annotations
+
+from planner.specs import DType, Frozen, Optim
+
+# transformers.training_args.OptimizerNames values.
+OPTIM_NAMES = {
+    Optim.ADAMW: "adamw_torch_fused",
+    Optim.ADAMW_8BIT: "adamw_bnb_8bit",
+    Optim.PAGED_ADAMW: "paged_adamw_32bit",
+    Optim.PAGED_ADAMW_8BIT: "paged_adamw_8bit",
+    Optim.SGD: "sgd",
+    Optim.ADAFACTOR: "adafactor",
+}
+
+
+class Code(Frozen):
+    """Snippets for one plan; ``bnb_config`` only for QLoRA, ``lora_config`` not for full fine-tuning."""
+
+    lora_config: str | None
+    bnb_config: str | None
+    sft_config: str
+    python: str
+    """All of it as one script skeleton (model loading included)."""
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
+
+
+def _call(name: str, args: list[tuple[str, object, str]]) -> str:
+    lines = [f"{name}("]
+    for key, value, comment in args:
+        text = value if key == "target_modules" and isinstance(value, str) and value.startswith("[") else _fmt(value)
+        lines.append(f"    {key}={text},{('  # ' + comment) if comment else ''}")
+    lines.append(")")
+    return "\n".join(lines)
+
+
+def lora_config(rank: int, alpha: float, target_modules: str | list[str], dropout: float, use_rslora: bool) -> str:
+    targets = target_modules if isinstance(target_modules, str) else "[" + ", ".join(f'"{t}"' for t in target_modules) + "]"
+    return _call(
+        "LoraConfig",
+        [
+            ("r", rank, ""),
+            ("lora_alpha", int(alpha) if float(alpha).is_integer() else alpha, ""),
+            ("target_modules", targets, ""),
+            ("lora_dropout", dropout, ""),
+            ("use_rslora", use_rslora, ""),
+            ("bias", "none", ""),
+            ("task_type", "CAUSAL_LM", ""),
+        ],
+    )
+
+
+def bnb_config(dtype: DType, double_quant: bool) -> str:
+    compute = "torch.bfloat16" if dtype is DType.BF16 else "torch.float16"
+    return "\n".join(
+        [
+            "BitsAndBytesConfig(",
+            "    load_in_4bit=True,",
+            '    bnb_4bit_quant_type="nf4",',
+            f"    bnb_4bit_use_double_quant={double_quant},",
+            f"    bnb_4bit_compute_dtype={compute},",
+            ")",
+        ]
+    )
+
+
+def sft_config(
+    *,
+    micro_batch: int,
+    grad_accum: int,
+    grad_ckpt: bool,
+    optim: Optim,
+    learning_rate: float,
+    scheduler: str,
+    warmup: float,
+    epochs: float,
+    dtype: DType,
+    max_length: int,
+) -> str:
+    args: list[tuple[str, object, str]] = [
+        ("output_dir", "out", ""),
+        ("per_device_train_batch_size", micro_batch, ""),
+        ("gradient_accumulation_steps", grad_accum, f"effective batch {micro_batch * grad_accum}"),
+        ("gradient_checkpointing", grad_ckpt, ""),
+    ]
+    if grad_ckpt:
+        args.append(("gradient_checkpointing_kwargs", {"use_reentrant": False}, ""))
+    args += [
+        ("optim", OPTIM_NAMES[optim], ""),
+        ("learning_rate", learning_rate, ""),
+        ("lr_scheduler_type", scheduler, ""),
+        ("warmup_steps", warmup, "fraction of steps (transformers >= 5; on 4.x: warmup_ratio)"),
+        ("num_train_epochs", epochs, ""),
+        ("bf16" if dtype is DType.BF16 else "fp16", True, ""),
+        ("max_length", max_length, "sequences are truncated to this"),
+    ]
+    if dtype is not DType.BF16:
+        args.append(("bf16", False, "this GPU has no bf16"))
+    return _call("SFTConfig", args)
+
+
+def script(
+    *,
+    hub_id: str,
+    dtype: DType,
+    lora: str | None,
+    bnb: str | None,
+    sft: str,
+) -> str:
+    """One script skeleton: configs, model loading, trainer."""
+    torch_dtype = "torch.bfloat16" if dtype is DType.BF16 else "torch.float16"
+    imports = ["import torch", "from transformers import AutoModelForCausalLM" + (", BitsAndBytesConfig" if bnb else "")]
+    if lora:
+        imports.append("from peft import LoraConfig" + (", prepare_model_for_kbit_training" if bnb else ""))
+    imports.append("from trl import SFTConfig, SFTTrainer")
+    body = [""]
+    if bnb:
+        body.append("bnb_config = " + bnb)
+    if lora:
+        body.append("peft_config = " + lora)
+    body.append("args = " + sft)
+    quant = ", quantization_config=bnb_config" if bnb else ""
+    body.append(
+        f'model = AutoModelForCausalLM.from_pretrained("{hub_id}", dtype={torch_dtype}, attn_implementation="sdpa"{quant})'
+    )
+    if bnb:
+        body.append("model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)")
+    body.append("dataset = ...  # your training set (see TRL's dataset formats)")
+    peft = ", peft_config=peft_config" if lora else ""
+    body.append(f"trainer = SFTTrainer(model=model, args=args, train_dataset=dataset{peft})")
+    body.append("trainer.train()")
+    return "\n".join(imports + body) + "\n"

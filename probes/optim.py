@@ -1,0 +1,127 @@
+"""Optimizers as transformers' Trainer builds them, plus a state-only emulation of bitsandbytes'.
+
+``Trainer`` (transformers 5, ``trainer_optimizer.py``) defaults to ``adamw_torch_fused`` for
+torch >= 2.8, lr 5e-5, betas (0.9, 0.999), eps 1e-8, weight decay 0; ``sgd`` is ``torch.optim.SGD``
+(momentum 0, no state); ``adafactor`` is ``transformers.optimization.Adafactor(scale_parameter=False,
+relative_step=False)``; the bitsandbytes ones are ``bnb.optim.AdamW(optim_bits=8|32, is_paged=...)``
+and, for 8-bit, every ``nn.Embedding`` weight is overridden to 32-bit state
+(``GlobalOptimManager.register_module_override``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from planner.specs import Optim
+
+LR = 5e-5
+"""``TrainingArguments.learning_rate`` default."""
+BNB_BLOCKSIZE = 256
+"""``Optimizer2State.init_state``: one fp32 absmax per 256 elements of 8-bit state."""
+BNB_MIN_8BIT_SIZE = 4096
+"""Parameters with fewer elements keep 32-bit state (``min_8bit_size``)."""
+BNB_MIN_PAGED_NUMEL = 1e5
+"""``Optimizer8bit.get_state_buffer``: smaller states are ordinary device tensors even when paged."""
+
+
+def trainable(model: nn.Module) -> list[nn.Parameter]:
+    """Parameters with ``requires_grad`` (what Trainer hands the optimizer)."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def embedding_weights(model: nn.Module) -> list[nn.Parameter]:
+    """Weights Trainer gives 32-bit state in 8-bit bitsandbytes optimizers."""
+    return [m.weight for m in model.modules() if isinstance(m, nn.Embedding)]
+
+
+def build_optimizer(model: nn.Module, optim: Optim, *, emulate_bnb: Callable[..., torch.optim.Optimizer] | None = None
+                    ) -> torch.optim.Optimizer:
+    """The optimizer Trainer would build for ``optim`` over ``model``'s trainable parameters.
+
+    Args:
+        model: The (PEFT-wrapped) model.
+        optim: Which optimizer.
+        emulate_bnb: For the trace: a factory ``(params, optim_bits, is_paged, fp32_params)`` used
+            instead of bitsandbytes (whose kernels cannot run on fake tensors).
+    """
+    params = trainable(model)
+    if optim is Optim.ADAMW:
+        return torch.optim.AdamW(params, lr=LR, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, fused=True)
+    if optim is Optim.SGD:
+        return torch.optim.SGD(params, lr=LR)
+    if optim is Optim.ADAFACTOR:
+        from transformers.optimization import Adafactor
+
+        return Adafactor(params, lr=LR, scale_parameter=False, relative_step=False)
+    bits = 8 if optim in (Optim.ADAMW_8BIT, Optim.PAGED_ADAMW_8BIT) else 32
+    fp32_ids = {id(p) for p in embedding_weights(model)} if bits == 8 else set()
+    if emulate_bnb is not None:
+        return emulate_bnb(params, bits, optim.paged, fp32_ids)
+    import bitsandbytes as bnb
+
+    opt = bnb.optim.AdamW(params, lr=LR, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, optim_bits=bits,
+                          is_paged=optim.paged)
+    if bits == 8:
+        manager = bnb.optim.GlobalOptimManager.get_instance()
+        for module in model.modules():
+            if isinstance(module, nn.Embedding):
+                manager.register_module_override(module, "weight", {"optim_bits": 32})
+    return opt
+
+
+class EmulatedBnbAdamW(torch.optim.Optimizer):
+    """State allocation of ``bnb.optim.AdamW`` (``Optimizer2State.init_state``) without its kernels.
+
+    8-bit: ``state1``/``state2`` uint8 like the parameter plus ``absmax1``/``absmax2`` fp32 per 256
+    elements, for parameters with at least 4096 elements (and not overridden to 32-bit); otherwise
+    fp32 ``state1``/``state2``. Paged: states of parameters with at least 1e5 elements live in CUDA
+    unified memory, outside torch's counters; ``on_paged(nbytes)`` is told about each and
+    ``make_paged`` allocates them (the trace allocates them uncounted). The update itself is in
+    place (no temporaries), so the step only touches the parameter.
+    """
+
+    def __init__(self, params: Iterable[nn.Parameter], optim_bits: int, is_paged: bool, fp32_ids: set[int],
+                 make_paged: Callable[[Callable[[], torch.Tensor]], torch.Tensor] | None = None) -> None:
+        super().__init__(list(params), {"lr": LR})
+        self.optim_bits = optim_bits
+        self.is_paged = is_paged
+        self.fp32_ids = fp32_ids
+        self.make_paged = make_paged
+        self.paged_bytes = 0.0
+
+    def _buffer(self, p: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        def alloc() -> torch.Tensor:
+            return torch.zeros_like(p, dtype=dtype)
+
+        if self.is_paged and p.numel() >= BNB_MIN_PAGED_NUMEL:
+            self.paged_bytes += float(p.numel() * dtype.itemsize)
+            return self.make_paged(alloc) if self.make_paged is not None else alloc()
+        return alloc()
+
+    def _init_state(self, p: torch.Tensor) -> None:
+        state = self.state[p]
+        state["step"] = 0
+        eight_bit = self.optim_bits == 8 and p.numel() >= BNB_MIN_8BIT_SIZE and id(p) not in self.fp32_ids
+        if not eight_bit:
+            state["state1"] = self._buffer(p, torch.float32)
+            state["state2"] = self._buffer(p, torch.float32)
+            return
+        blocks = -(-p.numel() // BNB_BLOCKSIZE)
+        state["state1"] = self._buffer(p, torch.uint8)
+        state["state2"] = self._buffer(p, torch.uint8)
+        state["absmax1"] = torch.zeros((blocks,), dtype=torch.float32, device=p.device)
+        state["absmax2"] = torch.zeros((blocks,), dtype=torch.float32, device=p.device)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> None:  # noqa: D102
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p not in self.state or not self.state[p]:
+                    self._init_state(p)
+                self.state[p]["step"] += 1
+                p.add_(p.grad, alpha=-group["lr"])  # in place, like the fused 8/32-bit kernels

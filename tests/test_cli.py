@@ -1,0 +1,124 @@
+"""``loraplan estimate``: the JSON contract and bad input (one line, exit 2, no traceback)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from planner.catalog import raw_config
+from planner.cli import cli
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_json_contract() -> None:
+    res = run("estimate", "llama-3-8b", "--gpu", "4090", "--json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert data["model"] == "llama-3-8b"
+    assert data["method"] == "lora"
+    assert data["params"] == {"total": 8_030_261_248, "trainable": 41_943_040}
+    assert set(data["memory_gib"]) >= {"weights", "adapters", "gradients", "optimizer", "activations", "logits", "overhead"}
+    assert set(data["peak_gib"]) >= {"allocated", "reserved", "device"}
+    assert data["peak_gib"]["allocated"] <= data["peak_gib"]["reserved"] <= data["peak_gib"]["device"]
+    assert data["gpu"]["name"] == "RTX 4090" and data["gpu"]["memory_gib"] > 23
+    assert data["fits"] is True
+
+
+def test_json_without_gpu_has_null_fits() -> None:
+    data = json.loads(run("estimate", "llama-3.2-1b", "--json").output)
+    assert data["gpu"] is None and data["fits"] is None
+
+
+def test_table_output() -> None:
+    res = run("estimate", "llama-3-8b", "--gpu", "4090")
+    assert res.exit_code == 0
+    assert "activations" in res.output and "fits" in res.output
+
+
+def test_does_not_fit_gives_advice() -> None:
+    res = run("estimate", "llama-3-70b", "--gpu", "4090", "--json")
+    data = json.loads(res.output)
+    assert data["fits"] is False
+    assert data["advice"]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("estimate", "llama-3-8bb"), "did you mean"),
+        (("estimate", "llama-3-8b", "--gpu", "4091"), "did you mean"),
+        (("estimate", "llama-3-8b", "--rank", "0"), "--rank"),
+        (("estimate", "llama-3-8b", "--micro-batch", "-1"), "--micro-batch"),
+        (("estimate", "llama-3-8b", "--seq-len", "0"), "--seq-len"),
+        (("estimate", "llama-3-8b", "--alpha", "0"), "--alpha"),
+        (("estimate", "llama-3-8b", "--targets", "c_attn"), "q_proj"),
+        (("estimate", "llama-3-8b", "--method", "dpo"), "--method"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(args: tuple[str, ...], needle: str) -> None:
+    res = run(*args)
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.strip().splitlines() if line]
+    assert len(lines) == 1, res.output
+    assert needle in lines[0]
+    assert "Traceback" not in res.output
+
+
+def test_unknown_model_names_closest() -> None:
+    res = run("estimate", "lama-3-8b")
+    assert "llama-3-8b" in res.output
+
+
+def test_seq_len_beyond_max_positions_warns() -> None:
+    data = json.loads(run("estimate", "gpt2", "--seq-len", "4096", "--json").output)
+    assert any("max_position_embeddings" in w for w in data["warnings"])
+
+
+def test_local_config_file_and_folder(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps(raw_config("llama-3.2-1b")))
+    for target in (tmp_path, tmp_path / "config.json"):
+        data = json.loads(run("estimate", str(target), "--json").output)
+        assert data["params"]["total"] == 1_235_814_400
+
+
+def test_malformed_config_names_missing_field(tmp_path: Path) -> None:
+    raw = dict(raw_config("llama-3.2-1b"))
+    del raw["intermediate_size"]
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    res = run("estimate", str(tmp_path / "config.json"))
+    assert res.exit_code == 2
+    assert "intermediate_size" in res.output
+
+
+def test_hub_id_offline_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    def offline(*args, **kwargs):
+        raise OSError("offline")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    res = run("estimate", "someorg/some-model-that-is-not-shipped")
+    assert res.exit_code == 2
+    assert "could not fetch config.json" in res.output
+
+
+def test_hub_id_of_shipped_profile_resolves_offline() -> None:
+    data = json.loads(run("estimate", "meta-llama/Meta-Llama-3-8B", "--json").output)
+    assert data["model"] == "llama-3-8b"
+
+
+def test_calibration_file(tmp_path: Path) -> None:
+    cal = tmp_path / "probe.json"
+    cal.write_text(json.dumps({"calibration": {"gpu": "RTX 4090", "cuda_context_gib": 1.0, "allocator_reserve_fraction": 0.1}}))
+    base = json.loads(run("estimate", "llama-3-8b", "--gpu", "4090", "--json").output)
+    calibrated = json.loads(run("estimate", "llama-3-8b", "--gpu", "4090", "--calibrate", str(cal), "--json").output)
+    alloc = calibrated["peak_gib"]["allocated"]
+    assert calibrated["peak_gib"]["reserved"] == pytest.approx(alloc * 1.1, rel=1e-3)
+    assert calibrated["peak_gib"]["device"] == pytest.approx(alloc * 1.1 + 1.0, rel=1e-3)
+    assert base["peak_gib"]["allocated"] == pytest.approx(alloc)

@@ -1,0 +1,33 @@
+"""The analytic path stays import-light: planner never imports the probe stack (checked in a subprocess,
+like accelerate's tests/test_imports.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEAVY = ("torch", "transformers", "peft", "bitsandbytes", "accelerate")
+
+
+def _imported_after(code: str) -> list[str]:
+    probe = f"import sys\n{code}\nprint('HEAVY=' + ','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    last = out.stdout.strip().splitlines()[-1]
+    return [m for m in last.removeprefix("HEAVY=").split(",") if m]
+
+
+def test_planner_import_is_light() -> None:
+    assert _imported_after("import planner, planner.cli, planner.cli_probe") == []
+
+
+def test_estimate_does_not_import_heavy_modules() -> None:
+    code = "from planner import estimate\nestimate('llama-3-8b', gpu='4090')"
+    assert _imported_after(code) == []
+
+
+def test_cli_estimate_does_not_import_heavy_modules() -> None:
+    code = (
+        "import sys\nfrom planner.cli import cli\n"
+        "try:\n    cli.main(['estimate', 'llama-3-8b', '--gpu', '4090', '--json'])\nexcept SystemExit:\n    pass"
+    )
+    assert _imported_after(code) == []
