@@ -69,6 +69,8 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Full fine-tuning: fp32 weights with autocast (mixed precision) instead of pure --dtype."),
         click.option("--double-quant/--no-double-quant", default=True, show_default=True,
                      help="QLoRA: bitsandbytes double quantization of the NF4 constants."),
+        click.option("--quant-bits", type=click.Choice(["4", "8"]), default="4", show_default=True,
+                     help="QLoRA base weights: 4 = NF4 (load_in_4bit), 8 = LLM.int8 (load_in_8bit)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -103,4 +105,5 @@ def train_spec(**values: Any) -> TrainSpec:
         dtype=DType(values["dtype"]),
         fp32_master=values["fp32_master"],
         double_quant=values["double_quant"],
+        quant_bits=int(values.get("quant_bits") or 4),
     )

@@ -15,6 +15,11 @@ Sources cited inline:
                to x's dtype; bitsandbytes/autograd/_functions.py ``MatMul4Bit`` saves only the packed weight.
 - [BNB-quant]  bitsandbytes/functional.py ``quantize_4bit``: packed uint8 (2 values/byte), fp32 absmax per
                ``blocksize`` (64); double quant stores absmax as uint8 with an fp32 absmax per 256 of them.
+- [BNB-int8]   bitsandbytes/nn/modules.py ``Int8Params``: int8 weight (CB) plus an fp32 scale per output row
+               (SCB); autograd/_functions.py ``MatMul8bitLt`` saves its 16-bit input when a gradient is needed.
+- [DORA]       peft/tuners/lora/dora.py ``DoraLinearLayer.forward``: builds ``lora_B(lora_A(eye(in)))`` (fp32)
+               and ``W + scaling * lora_weight`` to take the weight norm every forward, and saves the base
+               and LoRA results for the magnitude's gradient.
 - [BNB-optim]  bitsandbytes/optim/optimizer.py ``Optimizer2State.init_state``: 8-bit state uint8 with fp32
                absmax per 256-element block; tensors under ``min_8bit_size`` (4096) and 32-bit optimizers
                keep fp32 state; paged state is CUDA managed memory (outside torch's allocator).
@@ -88,8 +93,9 @@ def dtypes(train: TrainSpec) -> Dtypes:
     c = train.dtype.bytes_per_element
     autocast = train.dtype is not DType.FP32
     if train.method is Method.QLORA:
-        # [KBIT]: everything not 4-bit becomes fp32, so the embeddings feed an fp32 residual stream.
-        return Dtypes(c, FP32_BYTES, FP32_BYTES, nf4_bytes_per_param(train.double_quant), FP32_BYTES, autocast, True)
+        # [KBIT]: everything not quantized becomes fp32, so the embeddings feed an fp32 residual stream.
+        linear = nf4_bytes_per_param(train.double_quant) if train.quant_bits == 4 else 1.0  # [BNB-int8]
+        return Dtypes(c, FP32_BYTES, FP32_BYTES, linear, FP32_BYTES, autocast, True)
     if train.method is Method.LORA:
         # [PEFT-cast]: adapters (the trainable params) are fp32. --fp32-master: base kept in fp32.
         base = FP32_BYTES if train.fp32_master else c
@@ -107,7 +113,10 @@ def weight_bytes(config: ModelConfig, train: TrainSpec) -> float:
     quantized = quantizable_weight_params(config)
     other = total_params(config) - quantized
     per_tensor = 0.0
-    if train.method is Method.QLORA and train.double_quant:
+    if train.method is Method.QLORA and train.quant_bits == 8:
+        # [BNB-int8]: one fp32 scale (SCB) per output row of every int8 weight.
+        per_tensor = config.num_hidden_layers * sum(lin.out_features for lin in architecture(config).linears) * FP32_BYTES
+    elif train.method is Method.QLORA and train.double_quant:
         # [BNB-quant]: each double-quantized tensor also keeps a 256-entry fp32 code and an fp32 offset.
         per_tensor = quantized_tensor_count(config) * (256 + 1) * FP32_BYTES
     return quantized * d.linear_weight + other * d.other_param + per_tensor
@@ -259,9 +268,8 @@ def _lora_saved_per_token(lin: Linear, train: TrainSpec, d: Dtypes) -> float:
     mask = MASK_BYTES if train.lora_dropout > 0 else 0.0
     saved = lin.in_features * (in_b + mask) + train.rank * in_b
     if train.dora:
-        # peft/tuners/lora/dora.py: the base result is rescaled by the magnitude / weight-norm vector,
-        # which saves that result (out features, compute dtype) for the magnitude's gradient.
-        saved += lin.out_features * d.compute
+        # [DORA]: (m / ||W + dW|| - 1) * base_result + (m / ||.||) * lora_result saves both results.
+        saved += 2 * lin.out_features * d.compute
     return saved
 
 
@@ -312,6 +320,8 @@ def activations(config: ModelConfig, train: TrainSpec) -> Activations:
     def linears_saved(group: list[Linear], in_bytes: float) -> float:
         """Saved bytes/token for linears that read the same input tensor."""
         saved = sum(_lora_saved_per_token(lin, train, d) for lin in group if lin in targets)
+        if quantized and train.quant_bits == 8:
+            saved += group[0].in_features * c  # [BNB-int8] MatMul8bitLt keeps its (shared) 16-bit input
         if full:
             lin_in = c if d.autocast else in_bytes
             # [AUTOGRAD] a trainable weight needs its input: one shared tensor when no cast is
@@ -396,10 +406,16 @@ def activations(config: ModelConfig, train: TrainSpec) -> Activations:
     bwd = tokens * (2 * h * d.stream + max(mlp_bwd, attn_bwd))
 
     fwd = 0.0
+    if train.dora and targets:
+        # [DORA]: eye(in) and lora_B(lora_A(eye)) in fp32, then W + scaling * dW in the compute dtype.
+        fwd = max(
+            lin.in_features * lin.in_features * FP32_BYTES + lin.in_features * lin.out_features * (FP32_BYTES + 2 * c)
+            for lin in targets
+        )
     if train.attn is Attn.EAGER:
         # scores = q @ k^T, then * scaling and + mask: two more (b, heads, s, s) compute-dtype tensors
         # alive before softmax; plus the 4-D float mask built once per forward.
-        fwd = b * heads * s * s * 2 * c + b * s * s * c
+        fwd = max(fwd, b * heads * s * s * 2 * c + b * s * s * c)
     return Activations(per_layer, checkpoint, outside, bwd, fwd)
 
 
@@ -496,8 +512,8 @@ def autocast_weight_copy_bytes(config: ModelConfig, train: TrainSpec) -> float:
 
 def qlora_dequant_transient_bytes(config: ModelConfig, train: TrainSpec) -> float:
     """QLoRA: each 4-bit matmul dequantizes its weight to a temporary 16-bit tensor, forward and
-    backward [BNB-4bit]; the largest one is the transient."""
-    if train.method is not Method.QLORA:
+    backward [BNB-4bit]; the largest one is the transient. (int8 multiplies int8 directly.)"""
+    if train.method is not Method.QLORA or train.quant_bits != 4:
         return 0.0
     return max(lin.weight_params for lin in architecture(config).linears) * dtypes(train).compute
 

@@ -68,15 +68,21 @@ OPTIM_PREFERENCE: tuple[Optim, ...] = (Optim.ADAMW, Optim.ADAMW_8BIT, Optim.PAGE
 TARGET_REASONS = {
     "all-linear": "adapters on all linear layers (attention and MLP): needed to match full fine-tuning "
     f"[{SOURCES['qlora'].title}; {SOURCES['lwr'].title}]",
-    "attn": "attention-only adapters: the only targets that fit; LoRA Without Regret finds attention-only LoRA "
-    "underperforms all-layer LoRA, MLP layers mattering most",
-    "qv": "q/v adapters only (original LoRA paper setting): the only targets that fit; expect lower quality than "
-    "all-linear [LoRA Without Regret]",
+    "attn": "attention-only adapters (q, k, v, o): attention-only LoRA underperforms all-layer LoRA, the MLP layers "
+    f"mattering most [{SOURCES['lwr'].title}]",
+    "qv": "q/v adapters only (the original LoRA setting [Hu et al. 2021]): expect lower quality than all-linear "
+    f"[{SOURCES['lwr'].title}]",
 }
 
 
-def target_reason(targets: str) -> str:
-    return TARGET_REASONS[targets]
+def target_reason(targets: str, alternative_to: str | None = None) -> str:
+    """Why these targets; ``alternative_to`` names better targets that also fit (this plan then ranks below)."""
+    reason = TARGET_REASONS[targets]
+    if targets == "all-linear":
+        return reason
+    if alternative_to:
+        return f"{reason}; listed as an alternative: {alternative_to} also fits and ranks first"
+    return f"{reason}; the only targets that fit"
 
 
 # --------------------------------------------------------------------------- rank

@@ -136,6 +136,8 @@ class TrainSpec(Frozen):
     """Full fine-tuning only: keep fp32 weights and autocast to ``dtype`` (mixed precision) instead of pure ``dtype``."""
     double_quant: bool = True
     """QLoRA only: bitsandbytes ``bnb_4bit_use_double_quant``."""
+    quant_bits: int = Field(default=4, ge=4, le=8, multiple_of=4)
+    """QLoRA only: 4 (NF4, ``load_in_4bit``) or 8 (LLM.int8, ``load_in_8bit``) base weights."""
 
 
 class ParamCounts(Frozen):

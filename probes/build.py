@@ -1,0 +1,203 @@
+"""Build the model and run one training step the way transformers' Trainer (+ accelerate, PEFT) does.
+
+Shared by the CPU trace (fake tensors, NF4 and bitsandbytes optimizers emulated) and the GPU
+probe (real bitsandbytes). The modeled run (transformers 5.x, PEFT 0.2x, accelerate 1.x):
+
+* ``AutoModelForCausalLM.from_config`` with random weights in ``--dtype`` (fp32 for full
+  fine-tuning with ``--fp32-master``), ``attn_implementation`` sdpa / flash_attention_2 / eager,
+  ``config.use_cache = False`` (Trainer sets ``model.config.use_cache = args.use_cache``, False).
+* QLoRA: linears quantized to NF4 (``bnb_4bit_use_double_quant=--double-quant``, compute dtype
+  ``--dtype``), then ``prepare_model_for_kbit_training``, which freezes everything and casts every
+  non-4-bit parameter (embeddings, lm_head, norms, biases) to fp32.
+* LoRA / QLoRA: ``get_peft_model(LoraConfig(r, lora_alpha, lora_dropout, target_modules, use_dora,
+  task_type="CAUSAL_LM"))``; PEFT keeps adapter weights in fp32 (``autocast_adapter_dtype=True``).
+* Gradient checkpointing: ``gradient_checkpointing_enable(gradient_checkpointing_kwargs=
+  {"use_reentrant": False})`` (transformers' default kwargs, also TRL's); transformers then calls
+  ``enable_input_require_grads``.
+* Step: forward under ``torch.autocast(dtype=--dtype)`` with the outputs converted to fp32
+  (accelerate's ``convert_outputs_to_fp32`` for ``bf16=True``: a transient fp32 copy of the
+  logits), ``labels=input_ids``, the outputs dropped before ``loss.backward()`` (Trainer's
+  ``compute_loss`` returns only the loss), ``clip_grad_norm_(1.0)``, ``optimizer.step()``,
+  ``zero_grad(set_to_none=True)``. With ``--grad-accum`` > 1 two micro-batches run per
+  optimizer step (gradients live through the second forward; more micro-batches repeat it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from planner.errors import PlannerError
+from planner.specs import Attn, DType, Method, TrainSpec
+
+GC_KWARGS = {"use_reentrant": False}
+"""``torch.utils.checkpoint`` kwargs Trainer/TRL pass by default."""
+MAX_GRAD_NORM = 1.0
+"""``TrainingArguments.max_grad_norm`` default."""
+
+_TORCH_DTYPE = {DType.BF16: torch.bfloat16, DType.FP16: torch.float16, DType.FP32: torch.float32}
+
+
+def compute_dtype(spec: TrainSpec) -> torch.dtype:
+    """The dtype matmuls run in (``--dtype``)."""
+    return _TORCH_DTYPE[spec.dtype]
+
+
+def load_dtype(spec: TrainSpec) -> torch.dtype:
+    """The dtype weights are created in."""
+    if spec.method is Method.FULL and spec.fp32_master:
+        return torch.float32
+    return compute_dtype(spec)
+
+
+def autocast_dtype(spec: TrainSpec) -> torch.dtype | None:
+    """Trainer's ``bf16=True`` / ``fp16=True`` autocast dtype, or None for fp32 training."""
+    dtype = compute_dtype(spec)
+    return None if dtype is torch.float32 else dtype
+
+
+def attn_implementation(spec: TrainSpec, *, trace: bool) -> str:
+    """transformers ``attn_implementation``; the trace accounts flash as sdpa (same saved tensors)."""
+    if spec.attn is Attn.EAGER:
+        return "eager"
+    if spec.attn is Attn.FLASH and not trace:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def hf_config(raw: dict[str, Any], spec: TrainSpec, *, trace: bool) -> Any:
+    """``AutoConfig.for_model(**raw)`` with Trainer's ``use_cache=False``."""
+    from transformers import AutoConfig
+
+    raw = {k: v for k, v in raw.items() if k not in ("architectures", "auto_map", "quantization_config")}
+    config = AutoConfig.for_model(**raw)
+    config.use_cache = False
+    config._attn_implementation = attn_implementation(spec, trace=trace)
+    return config
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        finally:
+            hf_logging.set_verbosity(level)
+
+
+def create_model(raw: dict[str, Any], spec: TrainSpec, device: torch.device | str, *, trace: bool) -> nn.Module:
+    """The bare transformers model with random weights on ``device``."""
+    from transformers import AutoModelForCausalLM
+
+    config = hf_config(raw, spec, trace=trace)
+    with _quiet(), torch.device(device):
+        return AutoModelForCausalLM.from_config(config, dtype=load_dtype(spec),
+                                                attn_implementation=attn_implementation(spec, trace=trace))
+
+
+def lora_config(raw: dict[str, Any], spec: TrainSpec) -> Any:
+    """The ``peft.LoraConfig`` for ``spec``; targets resolved like the estimator's."""
+    from peft import LoraConfig
+
+    from planner.architecture import peft_target_modules
+    from planner.catalog import normalize_config
+
+    return LoraConfig(
+        r=spec.rank,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.lora_dropout,
+        target_modules=peft_target_modules(normalize_config(raw), spec.targets),
+        use_dora=spec.dora,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def prepare(model: nn.Module, raw: dict[str, Any], spec: TrainSpec) -> nn.Module:
+    """kbit preparation, PEFT wrapping and gradient checkpointing, in TRL's order; returns the trained model."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    with _quiet():
+        if spec.method is Method.QLORA:
+            model = prepare_model_for_kbit_training(
+                model, use_gradient_checkpointing=spec.grad_ckpt, gradient_checkpointing_kwargs=dict(GC_KWARGS)
+            )
+        if spec.method in (Method.LORA, Method.QLORA):
+            try:
+                model = get_peft_model(model, lora_config(raw, spec))
+            except ValueError as err:
+                raise PlannerError(f"PEFT could not apply LoRA: {err}".splitlines()[0]) from None
+        if spec.grad_ckpt and spec.method is not Method.QLORA:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(GC_KWARGS))
+        model.train()
+    return model
+
+
+def random_batch(vocab_size: int, spec: TrainSpec, device: torch.device | str) -> torch.Tensor:
+    """Token ids of exactly ``micro_batch x seq_len``."""
+    return torch.randint(0, vocab_size, (spec.micro_batch, spec.seq_len), device=device)
+
+
+def _to_fp32(outputs: Any) -> Any:
+    """accelerate's ``convert_outputs_to_fp32``: every bf16/fp16 tensor in the outputs becomes fp32."""
+    from accelerate.utils import convert_to_fp32
+
+    return convert_to_fp32(outputs)
+
+
+PhaseHook = Callable[[str], None]
+
+
+def forward_backward(model: nn.Module, input_ids: torch.Tensor, spec: TrainSpec, device_type: str,
+                     on_phase: PhaseHook) -> None:
+    """One micro-batch: autocast forward, fp32 outputs, drop them, backward."""
+    on_phase("forward")
+    dtype = autocast_dtype(spec)
+    ctx = torch.autocast(device_type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    with ctx:
+        outputs = model(input_ids=input_ids, labels=input_ids)
+    if dtype is not None:
+        outputs = _to_fp32(outputs)
+    loss = outputs["loss"]
+    if spec.grad_accum > 1:
+        loss = loss / spec.grad_accum
+    del outputs
+    on_phase("backward")
+    loss.backward()
+    del loss
+
+
+def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, on_phase: PhaseHook) -> None:
+    """Clip, step, zero the gradients (``set_to_none``)."""
+    on_phase("optimizer")
+    params = [p for p in model.parameters() if p.requires_grad]
+    torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def micro_batches_per_step(spec: TrainSpec) -> int:
+    """Micro-batches run per optimizer step (2 stand for any ``grad_accum`` > 1)."""
+    return min(spec.grad_accum, 2)
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: torch.Tensor, spec: TrainSpec,
+               device_type: str, on_phase: PhaseHook) -> None:
+    """One optimizer step (one or two micro-batches)."""
+    for _ in range(micro_batches_per_step(spec)):
+        forward_backward(model, batch, spec, device_type, on_phase)
+    optimizer_step(model, optimizer, on_phase)
+
+
+def vocab_size(model: nn.Module) -> int:
+    return int(model.get_input_embeddings().weight.shape[0])

@@ -1,0 +1,242 @@
+"""CPU trace: run the real training step on fake tensors and count live bytes.
+
+The model, PEFT, gradient checkpointing, autocast, loss and optimizer code all run unmodified on
+``FakeTensorMode`` tensors (shapes and dtypes only, no data, no RAM for weights) while a
+:class:`~probes.memtrack.LiveBytesTracker` counts every storage. The fake device is the CPU; what
+differs from CUDA dispatch is emulated (:mod:`probes.cuda_emulation`), bitsandbytes 4-bit layers
+and optimizers are emulated (:mod:`probes.nf4`, :class:`probes.optim.EmulatedBnbAdamW`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from planner.specs import GIB, Method, Optim, TrainSpec
+from probes import build
+from probes.memtrack import LiveBytesTracker
+from probes.results import Breakdown, PhaseMemory, TraceDetail
+
+EMULATION_NOTES = (
+    "fake tensors on CPU with the CUDA autocast op lists and CUDA dropout (bool mask)",
+    "sdpa via the CPU flash kernel: saves q, k, v, out, fp32 logsumexp like CUDA flash/mem-efficient",
+)
+NF4_NOTE = "NF4 emulated: bitsandbytes 4-bit storage and MatMul4Bit dataflow (saves only the packed weight)"
+FLASH_NOTE = "flash_attention_2 accounted as sdpa's flash kernel (same saved tensors)"
+BNB_OPTIM_NOTE = "bitsandbytes optimizer state emulated (Optimizer2State.init_state)"
+PAGED_NOTE = "paged optimizer state (params >= 1e5 elements) lives in CUDA unified memory: reported as paged_gib"
+
+
+@dataclass
+class TraceRun:
+    """Everything the trace measured, in bytes."""
+
+    detail: TraceDetail
+    after_load_bytes: float
+    peak_bytes: float
+    params_total: int
+    params_trainable: int
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+def _fake_mode() -> Any:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    return FakeTensorMode(allow_non_fake_inputs=True)
+
+
+@contextmanager
+def _trace_context(tracker: LiveBytesTracker) -> Iterator[None]:
+    from probes.cuda_emulation import CudaDropout, cuda_autocast_policy
+
+    with cuda_autocast_policy(), CudaDropout(), _fake_mode(), tracker:
+        yield
+
+
+def _logical_numel(model: nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameter counts, counting a 4-bit weight as its unpacked size."""
+    from probes.nf4 import EmulatedLinear4bit
+
+    packed = {id(m.weight): m.in_features * m.out_features for m in model.modules() if isinstance(m, EmulatedLinear4bit)}
+    total = trainable = 0
+    for p in model.parameters():
+        n = packed.get(id(p), p.numel())
+        total += n
+        if p.requires_grad:
+            trainable += n
+    return total, trainable
+
+
+def _quant_state_tensors(model: nn.Module) -> list[torch.Tensor]:
+    from probes.nf4 import EmulatedLinear4bit
+
+    out: list[torch.Tensor] = []
+    for m in model.modules():
+        if isinstance(m, EmulatedLinear4bit):
+            out += [t for t in vars(m.emulated_state).values() if isinstance(t, torch.Tensor)]
+    return out
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
+
+
+class _Accounting:
+    """Phase bookkeeping around the tracker: boundaries, breakdowns, gradient bytes."""
+
+    def __init__(self, tracker: LiveBytesTracker, model: nn.Module) -> None:
+        self.tracker = tracker
+        self.model = model
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.paged_bytes = 0.0
+        self.phases: list[PhaseMemory] = []
+        self.breakdowns: dict[str, Breakdown] = {}
+        self.step = 0
+        self._current: str | None = None
+        self._grad: dict[int, float] = {}
+        self._frozen = [p for p in model.parameters() if not p.requires_grad]
+        self._trainable = [p for p in model.parameters() if p.requires_grad]
+        self._static = self._frozen + list(model.buffers()) + _quant_state_tensors(model)
+        for p in self._trainable:
+            p.register_post_accumulate_grad_hook(self._on_grad)
+
+    def _on_grad(self, p: torch.Tensor) -> None:
+        nbytes = self.tracker.storage_bytes([p.grad]) if p.grad is not None else 0.0
+        self.tracker.grad_bytes += nbytes - self._grad.get(id(p), 0.0)
+        self._grad[id(p)] = nbytes
+
+    def breakdown(self) -> Breakdown:
+        t = self.tracker
+        weights = t.storage_bytes(self._static)
+        trainable = t.storage_bytes(self._trainable)
+        grads = t.storage_bytes([p.grad for p in self._trainable if p.grad is not None])
+        optim = t.storage_bytes(_optimizer_tensors(self.optimizer)) if self.optimizer is not None else 0.0
+        other = t.live_bytes - weights - trainable - grads - optim
+        return Breakdown.from_bytes(weights, trainable, grads, optim, other, self.paged_bytes)
+
+    def record(self, label: str) -> None:
+        self.breakdowns[label] = self.breakdown()
+
+    def on_phase(self, name: str) -> None:
+        """Close the current phase (its end and peak) and open ``name``."""
+        self._close()
+        if name == "forward" and self._current is None:
+            self.step += 1
+        self._current = name
+        self.tracker.set_phase(self._label(name))
+
+    def _label(self, name: str) -> str:
+        return f"step{self.step}.{name}.{len(self.phases)}"
+
+    def _close(self) -> None:
+        if self._current is None:
+            return
+        label = self.tracker.phase
+        self.phases.append(PhaseMemory(
+            step=self.step, phase=self._current,
+            peak_gib=self.tracker.phase_peak_bytes.get(label, self.tracker.live_bytes) / GIB,
+            end_gib=self.tracker.live_bytes / GIB,
+        ))
+        if self._current == "forward":
+            self.record(f"end_of_forward.step{self.step}")
+
+    def end_step(self) -> None:
+        self._close()
+        self._current = None
+        if self.optimizer is not None:
+            self.tracker.optimizer_bytes = self.tracker.storage_bytes(_optimizer_tensors(self.optimizer))
+        self.tracker.grad_bytes = 0.0
+        self._grad.clear()
+        self.tracker.set_phase("idle")
+
+
+def run_trace(raw: dict[str, Any], spec: TrainSpec, *, steps: int = 2) -> TraceRun:
+    """Trace ``steps`` optimizer steps of ``spec`` on the model ``raw`` describes.
+
+    Args:
+        raw: The model's ``config.json`` dict.
+        spec: The training configuration.
+        steps: Optimizer steps (at least 2: optimizer state exists only after the first).
+    """
+    from probes.optim import EmulatedBnbAdamW, build_optimizer
+
+    steps = max(2, steps)
+    started = time.perf_counter()
+    tracker = LiveBytesTracker("cpu")
+    notes = list(EMULATION_NOTES)
+    with _trace_context(tracker):
+        model = build.create_model(raw, spec, "cpu", trace=True)
+        if spec.method is Method.QLORA:
+            from probes.nf4 import replace_with_emulated_nf4
+
+            replace_with_emulated_nf4(model, build.compute_dtype(spec), spec.double_quant)
+            notes.append(NF4_NOTE)
+        model = build.prepare(model, raw, spec)
+        total, trainable = _logical_numel(model)
+        acct = _Accounting(tracker, model)
+        acct.record("after_load")
+        after_load = tracker.live_bytes
+
+        def make_paged(alloc: Any) -> torch.Tensor:
+            with tracker.paused():
+                return alloc()
+
+        def emulate(params: Any, bits: int, paged: bool, fp32_ids: set[int]) -> torch.optim.Optimizer:
+            return EmulatedBnbAdamW(params, bits, paged, fp32_ids, make_paged=make_paged)
+
+        optimizer = build_optimizer(model, spec.optim, emulate_bnb=emulate)
+        acct.optimizer = optimizer
+        acct.record("after_optimizer_init")
+        tracker.reset_peak()
+        batch = build.random_batch(build.vocab_size(model), spec, "cpu")
+        for _ in range(steps):
+            build.train_step(model, optimizer, batch, spec, "cpu", acct.on_phase)
+            if isinstance(optimizer, EmulatedBnbAdamW):
+                acct.paged_bytes = optimizer.paged_bytes
+            acct.end_step()
+            if acct.step == 1:
+                acct.record("after_first_step")
+        acct.record("end")
+        peak = tracker.at_peak
+        peak_phase = _phase_name(peak.phase)
+        detail = TraceDetail(
+            emulated=notes,
+            steps=steps,
+            phases=acct.phases,
+            breakdown_gib=acct.breakdowns,
+            peak_gib=tracker.peak_bytes / GIB,
+            peak_rounded_gib=tracker.peak_rounded_bytes / GIB,
+            peak_phase=peak_phase,
+            peak_step=_phase_step(peak.phase),
+            at_peak_gib=Breakdown.at_peak(acct.breakdowns["after_optimizer_init"], peak, acct.paged_bytes),
+            paged_gib=acct.paged_bytes / GIB,
+            ops=tracker.ops,
+            seconds=0.0,
+        )
+    if spec.attn.value == "flash":
+        notes.append(FLASH_NOTE)
+    if spec.optim in (Optim.ADAMW_8BIT, Optim.PAGED_ADAMW, Optim.PAGED_ADAMW_8BIT):
+        notes.append(BNB_OPTIM_NOTE)
+    if spec.optim.paged:
+        notes.append(PAGED_NOTE)
+    seconds = time.perf_counter() - started
+    detail = detail.model_copy(update={"seconds": seconds, "emulated": notes})
+    return TraceRun(detail=detail, after_load_bytes=after_load, peak_bytes=tracker.peak_bytes,
+                    params_total=total, params_trainable=trainable, seconds=seconds, notes=notes)
+
+
+def _phase_name(label: str) -> str:
+    parts = label.split(".")
+    return parts[1] if len(parts) > 1 else label
+
+
+def _phase_step(label: str) -> int:
+    head = label.split(".")[0]
+    return int(head[4:]) if head.startswith("step") and head[4:].isdigit() else 0
