@@ -1,9 +1,10 @@
 """Estimator vs published measurements (../shared/validation/published.csv).
 
-Prints a per-row table. Asserts: every fit/OOM row of the transformers/PEFT stack is classified
-right, and the median absolute error over numeric rows of that stack is at most 10%. Rows from
-other frameworks (litgpt, torchtune) are printed for reference: their step differs (chunked
-cross-entropy, bf16 adapters and optimizer state, torchao NF4).
+Prints a per-row table. The CSV has no numeric single-GPU row of the transformers/PEFT stack with
+its conditions stated for a shipped model, so the HF-stack check is the fit/OOM verdicts; litgpt's
+26 numeric rows (SDPA, full logits, fp32 cross-entropy: close to the modeled step) guard the
+shared physics with a median-error bound. torchtune rows are printed for reference only (packing,
+torchao NF4, optimizer-in-backward, activation offloading differ).
 """
 
 from __future__ import annotations
@@ -66,13 +67,6 @@ def test_fit_oom_rows_agree() -> None:
         assert fits is (not oom), (row.model, row.train, row.notes)
         checked += 1
     assert checked >= 4
-
-
-def test_hf_stack_median_error() -> None:
-    errs = [abs(e) for r, _, _, e in _table() if r.framework in HF_STACK and e is not None]
-    if not errs:
-        pytest.skip("no numeric HF-stack rows with fully stated conditions for shipped models")
-    assert statistics.median(errs) <= 10.0
 
 
 def test_litgpt_rows_median_error() -> None:
