@@ -7,6 +7,10 @@
 
 from planner.catalog import gpu_profiles, load_gpu, load_model, model_names
 from planner.estimator import estimate
+from planner.instances import Instance, load_instances
+from planner.recommender import InstancesReport, Plan, Recommendation, plan_instances, recommend
+from planner.rules import Task
+from planner.throughput import tokens_per_second
 from planner.specs import (
     Attn,
     DType,
@@ -19,6 +23,15 @@ from planner.specs import (
 )
 
 __all__ = [
+    "Instance",
+    "InstancesReport",
+    "Plan",
+    "Recommendation",
+    "Task",
+    "load_instances",
+    "plan_instances",
+    "recommend",
+    "tokens_per_second",
     "Attn",
     "DType",
     "Estimate",

@@ -213,6 +213,7 @@ def architecture(config: ModelConfig) -> Architecture:
 TARGET_PRESETS = ("all-linear", "attn", "qv")
 
 
+@cache
 def resolve_targets(config: ModelConfig, targets: tuple[str, ...]) -> tuple[Linear, ...]:
     """The modules (and MoE parameters) of one layer that a PEFT ``target_modules`` list selects.
 

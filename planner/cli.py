@@ -80,15 +80,12 @@ def estimate(model: str, gpu: str | None, calibrate: str | None, as_json: bool, 
 
 
 def _register() -> None:
+    """Attach the commands that live in their own modules (each imports its heavy parts lazily)."""
     from planner.cli_probe import probe
+    from planner.cli_recommend import instances, recommend
 
-    cli.add_command(probe)
-    try:
-        from planner.cli_recommend import instances, recommend
-    except ImportError:  # pragma: no cover - while issue 4 is in progress
-        return
-    cli.add_command(recommend)
-    cli.add_command(instances)
+    for command in (probe, recommend, instances):
+        cli.add_command(command)
 
 
 def main() -> None:
@@ -96,7 +93,4 @@ def main() -> None:
     cli.main()
 
 
-try:
-    _register()
-except ImportError:  # pragma: no cover
-    pass
+_register()

@@ -66,6 +66,13 @@ def _matmul_params(config: ModelConfig) -> tuple[float, float]:
     return config.num_hidden_layers * per_layer, float(config.vocab_size * config.hidden_size)
 
 
+@cache
+def _target_sums(config: ModelConfig, targets: tuple[str, ...]) -> tuple[float, float]:
+    """(sum of in+out features, sum of in*out) over the adapted modules of one layer."""
+    lins = resolve_targets(config, targets)
+    return float(sum(t.in_features + t.out_features for t in lins)), float(sum(t.in_features * t.out_features for t in lins))
+
+
 def flops(config: ModelConfig, train: TrainSpec) -> Flops:
     """FLOPs per token of one training step (see module docstring)."""
     layers_mm, head_mm = _matmul_params(config)
@@ -76,10 +83,10 @@ def flops(config: ModelConfig, train: TrainSpec) -> Flops:
     adapters = 0.0
     dora = 0.0
     if train.method is not Method.FULL:
-        targets = resolve_targets(config, train.targets)
-        adapters = config.num_hidden_layers * sum(train.rank * (t.in_features + t.out_features) for t in targets)
+        io_sum, io_prod = _target_sums(config, train.targets)
+        adapters = config.num_hidden_layers * train.rank * io_sum
         if train.dora:
-            dora = config.num_hidden_layers * sum(2.0 * train.rank * t.in_features * t.out_features for t in targets)
+            dora = config.num_hidden_layers * 2.0 * train.rank * io_prod
     fwd = 2.0 * (layers_mm + head_mm + adapters) + attn
     if train.method is Method.FULL:
         bwd = 4.0 * (layers_mm + head_mm) + 2.0 * attn
@@ -103,6 +110,7 @@ def peak_tflops(gpu: GpuProfile, dtype: DType) -> float:
 # --------------------------------------------------------------------------- constants and utilization
 
 
+@cache
 def throughput_profile() -> dict[str, Any]:
     """``profiles/throughput.json``: published runs to derive utilization from, and time-model constants."""
     return _read_json(profiles_dir() / "throughput.json")
@@ -178,28 +186,33 @@ def _published_points() -> tuple[_Point, ...]:
 
 
 def _measured_points(directory: Path | None = None) -> tuple[_Point, ...]:
-    """Probe results with a measured throughput (``tokens_per_s``) under ``profiles/measurements/``.
+    """Probe results with a measured throughput under ``profiles/measurements/``.
 
-    A result file holds the probe's ``model`` (profile name), ``train`` (TrainSpec fields),
-    ``gpu`` (name or ``{"name": ...}``) and ``tokens_per_s`` at the top level or under ``measured``.
-    Files without all of these are skipped.
+    Reads ``loraplan probe --save`` results (:class:`probes.results.ProbeResult`): ``mode`` ``gpu``,
+    ``tokens_per_s``, the configuration in ``estimate.train`` and the GPU profile in ``estimate.gpu.name``
+    (or ``calibration.profile``). Files that are not such results (trace-mode probes, other JSON, models
+    that are not shipped profiles) are skipped.
     """
+    from planner.catalog import _model_index
+
     directory = directory or measurements_dir()
     points = []
     for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
         try:
             data = json.loads(path.read_text())
-            measured = data.get("measured") if isinstance(data.get("measured"), dict) else {}
-            tps = data.get("tokens_per_s", measured.get("tokens_per_s"))
-            gpu = data.get("gpu")
-            gpu_name = gpu.get("name") if isinstance(gpu, dict) else gpu
-            if not tps or not gpu_name or "train" not in data or "model" not in data:
+            if not isinstance(data, dict) or data.get("mode", "gpu") != "gpu" or not data.get("tokens_per_s"):
                 continue
-            train = _train_from(data["train"])
-            model = data["model"]
-            config = load_model(model if isinstance(model, str) else model["name"]).config
-            seconds = train.micro_batch * train.seq_len * train.grad_accum / float(tps)
-            points.append(_Point(path.stem, load_gpu(gpu_name), config, train, seconds, "transformers", str(path.name)))
+            est = data.get("estimate") or {}
+            train_data = est.get("train") or data.get("train")
+            gpu_name = ((est.get("gpu") or {}).get("name") or (data.get("calibration") or {}).get("profile"))
+            model = data.get("model") or est.get("model")
+            if not train_data or not gpu_name or not isinstance(model, str) or model.lower() not in _model_index():
+                continue  # never resolve a hub id here: no network from the planner's hot path
+            train = _train_from(train_data)
+            config = load_model(model).config
+            seconds = train.micro_batch * train.seq_len * train.grad_accum / float(data["tokens_per_s"])
+            points.append(_Point(path.stem, load_gpu(gpu_name), config, train, seconds, "transformers",
+                                 f"loraplan probe measurement {path.name}"))
         except Exception:  # noqa: BLE001 - a malformed or foreign file is not a measurement
             continue
     return tuple(points)
@@ -335,6 +348,13 @@ def _optimizer_bytes_per_param(optim: Optim, trainable_bytes: float) -> float:
     return 3 * trainable_bytes + state  # param read + write, gradient read
 
 
+@cache
+def _trainable(config: ModelConfig, method: Method, targets: tuple[str, ...], rank: int, dora: bool) -> int:
+    from planner.memory import trainable_params
+
+    return trainable_params(config, TrainSpec(method=method, targets=targets, rank=rank, alpha=2.0 * rank, dora=dora))
+
+
 def time_breakdown(
     config: ModelConfig, train: TrainSpec, gpu: GpuProfile, util: Utilization, consts: dict[str, Any] | None = None
 ) -> TimeBreakdown:
@@ -354,9 +374,7 @@ def time_breakdown(
         # Read the packed NF4 weight (+ constants), write the 16-bit copy the matmul then reads.
         dequant = passes * layers_mm * (nf4_bytes_per_param(train.double_quant) + c) / bandwidth
     overhead = util.overhead_s_per_layer * config.num_hidden_layers
-    from planner.memory import trainable_params  # local: memory imports catalog
-
-    trainable = trainable_params(config, train)
+    trainable = _trainable(config, train.method, train.targets, train.rank, train.dora)
     train_bytes = 4.0 if train.method is not Method.FULL or train.fp32_master else c
     optimizer = trainable * _optimizer_bytes_per_param(train.optim, train_bytes) / bandwidth
     per_micro = max(compute, weights) + dequant + overhead

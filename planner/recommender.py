@@ -23,7 +23,6 @@ estimated hours; one plan per (method, targets, rank, checkpointing) is shown.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -294,24 +293,50 @@ class Search:
         e = self.request.effective_batch
         return [d for d in range(1, e + 1) if e % d == 0]
 
-    def run(self, rank: int) -> list[Candidate]:
+    def run(self, rank: int, best_only: bool = False) -> list[Candidate]:
+        """Candidates in preference order of targets, then method, then rank.
+
+        ``best_only`` stops at the first (targets, method) that fits: nothing after it can rank higher.
+        """
         out: list[Candidate] = []
+        for t_index, targets in enumerate(rules.TARGET_PREFERENCE):
+            if not self._targets_exist(targets):
+                continue
+            for method in self.request.methods:
+                if method is Method.FULL:
+                    found = self._group(method, None, rank, 0) if t_index == 0 else []
+                else:
+                    found = []
+                    for tier, r in enumerate(_rank_fallbacks(rank)):
+                        found = self._group(method, targets, r, tier)
+                        if found:
+                            break
+                out += found
+                if best_only and found:
+                    return out
+        return out
+
+    def feasible(self) -> bool:
+        """Whether the leanest configuration fits (smallest targets, rank 8, micro-batch 1, checkpointing,
+        8-bit optimizer state): memory only grows from there, so False means no plan can fit."""
         for method in self.request.methods:
             if method is Method.FULL:
-                out += self._group(method, None, rank, 0)
-                continue
-            for targets in rules.TARGET_PREFERENCE:
-                try:
-                    peft_target_modules(self.profile.config, (targets,))
-                except PlannerError:
-                    continue  # e.g. no separate q/v projections
-                ranks = _rank_fallbacks(rank)
-                for tier, r in enumerate(ranks):
-                    found = self._group(method, targets, r, tier)
-                    out += found
-                    if found:
-                        break
-        return out
+                targets = None
+            else:
+                targets = next((t for t in reversed(rules.TARGET_PREFERENCE) if self._targets_exist(t)), None)
+                if targets is None:
+                    continue
+            for optim in (Optim.ADAMW_8BIT, Optim.PAGED_ADAMW_8BIT):
+                if self.fits(self.estimate(self.spec(method, targets, _rank_fallbacks(8)[-1], 1, True, optim))):
+                    return True
+        return False
+
+    def _targets_exist(self, targets: str) -> bool:
+        try:
+            peft_target_modules(self.profile.config, (targets,))
+        except PlannerError:
+            return False  # e.g. no separate q/v projections
+        return True
 
     def _group(self, method: Method, targets: str | None, rank: int, rank_tier: int) -> list[Candidate]:
         found: list[Candidate] = []
@@ -528,7 +553,11 @@ def _assumptions(search: Search) -> list[str]:
 
 
 def detect_gpu() -> GpuProfile:
-    """The local CUDA GPU's profile, via ``probes.detect`` when installed.
+    """The local CUDA GPU's profile, via ``probes.detect`` when it is installed (device 0).
+
+    Accepts what the detector returns: a :class:`GpuProfile`, an object or dict with ``profile``
+    (a shipped profile name) or ``name`` (a device name such as ``NVIDIA GeForce RTX 4090``), or a
+    list of those.
 
     Raises:
         PlannerError: no GPU detected (or no matching profile).
@@ -538,24 +567,31 @@ def detect_gpu() -> GpuProfile:
         from probes import detect  # lazy: may import torch / pynvml
     except ImportError:
         raise err from None
-    for name in ("detect_gpu", "detect", "local_gpu"):
-        fn = getattr(detect, name, None)
-        if callable(fn):
+    fn = next((getattr(detect, n) for n in ("detect_gpus", "detect_gpu", "detect", "local_gpu")
+               if callable(getattr(detect, n, None))), None)
+    if fn is None:
+        raise err
+    try:
+        found = fn()
+    except Exception:  # noqa: BLE001 - any driver / library failure means "no GPU"
+        raise err from None
+    if isinstance(found, (list, tuple)):
+        found = found[0] if found else None
+    if found is None:
+        raise err
+    if isinstance(found, GpuProfile):
+        return found
+    get = found.get if isinstance(found, dict) else (lambda k: getattr(found, k, None))
+    profile, name = get("profile"), get("name") if not isinstance(found, str) else found
+    if isinstance(profile, GpuProfile):
+        return profile
+    for candidate in (profile, name):
+        if isinstance(candidate, str) and candidate:
             try:
-                found = fn()
-            except Exception:  # noqa: BLE001 - any driver / library failure means "no GPU"
-                raise err from None
-            if found is None:
-                raise err
-            if isinstance(found, GpuProfile):
-                return found
-            profile = getattr(found, "profile", None)
-            if isinstance(profile, GpuProfile):
-                return profile
-            name_attr = getattr(found, "name", None) or (found.get("name") if isinstance(found, dict) else None)
-            if isinstance(found, str) or name_attr:
-                return load_gpu(found if isinstance(found, str) else name_attr)
-    raise err
+                return load_gpu(candidate)
+            except PlannerError:
+                continue
+    raise PlannerError(f"detected GPU {name!r} has no shipped profile; pass --gpu with the closest one")
 
 
 def _search(profile: ModelProfile, gpu: GpuProfile, request: Request) -> tuple[Search, list[Candidate]]:
@@ -565,8 +601,12 @@ def _search(profile: ModelProfile, gpu: GpuProfile, request: Request) -> tuple[S
 
 
 def best_plan(profile: ModelProfile, gpu: GpuProfile, request: Request) -> tuple[Search, Candidate | None]:
-    search, cands = _search(profile, gpu, request)
-    chosen = select(cands, 1)
+    """The single best plan (the first quality tier that fits, fastest in it), or None."""
+    search = Search(profile, gpu, request, calibration=cached_calibration(gpu.name))
+    if not search.feasible():
+        return search, None
+    rank, _ = rules.recommended_rank(request.tokens(), request.task)
+    chosen = select(search.run(rank, best_only=True), 1)
     return search, (chosen[0] if chosen else None)
 
 
@@ -581,7 +621,7 @@ def _nothing_fits_reason(search: Search) -> str:
 
 
 def alternatives(profile: ModelProfile, request: Request, limit: int = 3, prices: str | None = None) -> Alternatives:
-    """The smallest GPU profiles and the cheapest instances on which some plan fits."""
+    """The smallest GPU profiles, and the instances with the cheapest job, on which some plan fits."""
     fits: dict[str, Candidate | None] = {}
 
     def best(gpu: GpuProfile) -> Candidate | None:
@@ -597,8 +637,8 @@ def alternatives(profile: ModelProfile, request: Request, limit: int = 3, prices
                                   hours=c.hours, tokens_per_s=round(c.time.tokens_per_s, 1)))
         if len(gpus) >= limit:
             break
-    insts: list[InstanceOption] = []
-    for inst in sorted(load_instances(prices), key=lambda i: i.price_per_hour):
+    insts: list[tuple[float, InstanceOption]] = []
+    for inst in load_instances(prices):
         try:
             gpu = load_gpu(inst.gpu)
         except PlannerError:
@@ -606,12 +646,13 @@ def alternatives(profile: ModelProfile, request: Request, limit: int = 3, prices
         c = best(gpu)
         if c is None:
             continue
-        insts.append(InstanceOption(provider=inst.provider, instance=inst.instance, gpu=inst.gpu, gpus=inst.gpus,
-                                    price_per_hour=inst.price_per_hour, hours=c.hours,
-                                    cost=None if c.hours is None else round(c.hours * inst.price_per_hour, 2)))
-        if len(insts) >= limit:
-            break
-    return Alternatives(gpus=tuple(gpus), instances=tuple(insts))
+        per_token = inst.price_per_hour / c.time.tokens_per_s  # orders like the job's cost
+        insts.append((per_token, InstanceOption(
+            provider=inst.provider, instance=inst.instance, gpu=inst.gpu, gpus=inst.gpus,
+            price_per_hour=inst.price_per_hour, hours=c.hours,
+            cost=None if c.hours is None else round(c.hours * inst.price_per_hour, 2))))
+    insts.sort(key=lambda x: (x[0], x[1].price_per_hour))
+    return Alternatives(gpus=tuple(gpus), instances=tuple(o for _, o in insts[:limit]))
 
 
 def recommend(
@@ -639,7 +680,6 @@ def recommend(
     Returns:
         A :class:`Recommendation`; ``plans`` is empty and ``reason`` says why when nothing fits.
     """
-    started = time.perf_counter()
     profile = load_model(model) if isinstance(model, str) else model
     detected = gpu is None
     gpu_profile = detect_gpu() if gpu is None else (load_gpu(gpu) if isinstance(gpu, str) else gpu)
@@ -655,7 +695,6 @@ def recommend(
             alts = alternatives(profile, request, prices=prices)
     budget = GpuBudget(name=gpu_profile.name, memory_gib=gpu_profile.memory_gib, usable_gib=round(usable_gib(gpu_profile), 3),
                        budget_gib=round(search.budget, 3), headroom=request.headroom, detected=detected)
-    del started
     return Recommendation(
         model=profile.name,
         gpu=budget,
@@ -752,7 +791,7 @@ def plan_instances(
         plan = entry[1] if entry else None
         hours = plan.hours if plan else None
         cost = round(hours * inst.price_per_hour, 2) if hours is not None else None
-        per_mtok = round(inst.price_per_hour / (plan.tokens_per_s * 3600.0) * 1e6, 4) if plan else None
+        per_mtok = round(inst.price_per_hour / (plan.tokens_per_s * 3600.0) * 1e6, 6) if plan else None
         note = None
         if entry is None:
             note = f"no GPU profile named {inst.gpu!r}"

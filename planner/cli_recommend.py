@@ -1,0 +1,134 @@
+"""``loraplan recommend`` and ``loraplan instances``: thin click commands over :mod:`planner.recommend`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from planner.rules import Task
+
+_METHODS = ("auto", "lora", "qlora", "full")
+
+
+def _float_si(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """Accept 20000000, 2e7, 20M, 1.5B for token counts."""
+    if value is None:
+        return None
+    text = value.strip().lower().replace(",", "").replace("_", "")
+    scale = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9}.get(text[-1:], 1.0)
+    try:
+        number = float(text[:-1] if scale != 1.0 else text) * scale
+    except ValueError:
+        raise click.BadParameter(f"expected a number such as 20000000, 2e7 or 20M, got {value!r}") from None
+    if number <= 0:
+        raise click.BadParameter(f"must be > 0, got {value}")
+    return number
+
+
+def request_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by ``recommend`` and ``instances``."""
+    options = [
+        click.option("--examples", type=int, default=None, help="Training examples (with --avg-tokens)."),
+        click.option("--avg-tokens", type=float, default=None, help="Average tokens per example (with --examples)."),
+        click.option("--dataset-tokens", callback=_float_si, default=None,
+                     help="Training tokens per epoch (20000000, 2e7 or 20M). Without a dataset size: tokens/s only."),
+        click.option("--seq-len", type=int, default=2048, show_default=True,
+                     help="Max tokens per sequence (TRL max_length); memory is sized for it."),
+        click.option("--effective-batch", type=int, default=16, show_default=True,
+                     help="Sequences per optimizer step (micro-batch x gradient accumulation)."),
+        click.option("--epochs", type=float, default=3.0, show_default=True, help="Passes over the dataset."),
+        click.option("--task", type=click.Choice([t.value for t in Task], case_sensitive=False),
+                     default=Task.INSTRUCTION.value, show_default=True, help="Task (sizes the LoRA rank)."),
+        click.option("--headroom", type=float, default=0.1, show_default=True,
+                     help="Fraction of usable GPU memory to keep free."),
+        click.option("--method", "method", type=click.Choice(_METHODS, case_sensitive=False), default="auto",
+                     show_default=True, help="auto = 16-bit LoRA first, QLoRA when that does not fit."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _request(values: dict[str, Any]) -> Any:
+    from planner.recommender import make_request
+
+    method = values.get("method") or "auto"
+    return make_request(
+        dataset_tokens=values.get("dataset_tokens"),
+        examples=values.get("examples"),
+        avg_tokens=values.get("avg_tokens"),
+        seq_len=values["seq_len"],
+        effective_batch=values["effective_batch"],
+        epochs=values["epochs"],
+        task=values["task"],
+        headroom=values["headroom"],
+        top=values.get("top", 1),
+        methods=None if method == "auto" else [method],
+    )
+
+
+@click.command()
+@click.argument("model")
+@click.option("--gpu", default=None, help="GPU profile name or alias; default: the local GPU.")
+@request_options
+@click.option("--top", type=int, default=3, show_default=True, help="Plans to show.")
+@click.option("--prices", type=click.Path(dir_okay=False), default=None,
+              help="Price file merged over the instance catalogue (for the nothing-fits alternatives).")
+@click.option("--code/--no-code", default=True, show_default=True, help="Print the ready-to-paste code (text output).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def recommend(model: str, gpu: str | None, prices: str | None, code: bool, as_json: bool, **values: Any) -> None:
+    """Recommend LoRA/QLoRA settings for MODEL that fit a GPU, fastest first.
+
+    Nothing fitting is an answer, not an error: exit 0 with no plans and a reason.
+    """
+    from planner.recommender import recommend as run
+
+    result = run(model, gpu, request=_request(values), prices=prices)
+    if as_json:
+        from planner.cli import emit_json
+
+        emit_json(recommendation_json(result))
+        return
+    from planner.render.recommend import render_recommendation
+
+    render_recommendation(result, show_code=code)
+
+
+@click.command()
+@click.argument("model")
+@request_options
+@click.option("--provider", default=None, help="Comma-separated providers (aws,gcp,azure,lambda,runpod).")
+@click.option("--max-price-per-hour", type=float, default=None, help="Skip instances above this USD/hour.")
+@click.option("--prices", type=click.Path(dir_okay=False), default=None,
+              help="Price file merged over the catalogue (also $LORAPLAN_INSTANCES).")
+@click.option("--all", "show_all", is_flag=True, help="Also list instances where nothing fits (text output).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def instances(model: str, provider: str | None, max_price_per_hour: float | None, prices: str | None,
+              show_all: bool, as_json: bool, **values: Any) -> None:
+    """Where to run MODEL's fine-tuning: each cloud instance's best plan, time and cost, cheapest first."""
+    from planner.recommender import plan_instances
+
+    report = plan_instances(
+        model, request=_request(values), prices=prices,
+        providers=provider.split(",") if provider else None, max_price_per_hour=max_price_per_hour,
+    )
+    if as_json:
+        from planner.cli import emit_json
+
+        emit_json(instances_json(report))
+        return
+    from planner.render.recommend import render_instances
+
+    render_instances(report, show_all=show_all)
+
+
+def recommendation_json(result: Any) -> dict[str, Any]:
+    """The ``recommend --json`` object."""
+    return result.model_dump(mode="json")
+
+
+def instances_json(report: Any) -> dict[str, Any]:
+    """The ``instances --json`` object."""
+    return report.model_dump(mode="json")

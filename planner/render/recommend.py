@@ -1,0 +1,127 @@
+"""Rich rendering of :class:`~planner.recommend.Recommendation` and :class:`~planner.recommend.InstancesReport`."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+from rich.syntax import Syntax
+from rich.table import Table
+
+from planner.recommender import InstancesReport, Plan, Recommendation
+
+
+def _hours(hours: float | None) -> str:
+    if hours is None:
+        return "-"
+    if hours < 1:
+        return f"{hours * 60:.0f} min"
+    return f"{hours:.1f} h"
+
+
+def _plan_title(i: int, plan: Plan) -> str:
+    what = plan.method.value.upper() if plan.method.value != "full" else "Full fine-tuning"
+    if plan.targets:
+        what += f" r={plan.rank} alpha={plan.alpha:g} on {plan.targets}"
+    return (f"Plan {i}: {what}, micro-batch {plan.micro_batch} x accum {plan.grad_accum}, "
+            f"{'checkpointing' if plan.grad_ckpt else 'no checkpointing'}, {plan.optim.value}, lr {plan.learning_rate:g}")
+
+
+def render_recommendation(rec: Recommendation, console: Console | None = None, show_code: bool = True) -> None:
+    console = console or Console()
+    g = rec.gpu
+    detected = " (detected)" if g.detected else ""
+    data = (f"{rec.dataset.tokens / 1e6:,.1f}M tokens x {rec.dataset.epochs:g} epochs" if rec.dataset.tokens
+            else "dataset size not given")
+    console.print(f"[bold]{rec.model}[/] on [bold]{g.name}[/]{detected}: {g.memory_gib:.1f} GiB, {g.usable_gib:.1f} usable, "
+                  f"budget {g.budget_gib:.1f} GiB ({g.headroom:.0%} headroom); {data}, task {rec.task.value}")
+    if not rec.plans:
+        console.print(f"[red]No plan fits.[/] {escape(rec.reason or '')}")
+        alts = rec.alternatives
+        if alts is not None:
+            if alts.gpus:
+                console.print("Smallest GPUs that fit: " + "; ".join(
+                    f"{o.name} ({o.memory_gib:.0f} GiB, {o.method.value}{' ' + o.targets if o.targets else ''}, "
+                    f"{_hours(o.hours)})" for o in alts.gpus))
+            if alts.instances:
+                console.print("Cheapest instances that fit: " + "; ".join(
+                    f"{o.provider} {o.instance} ({o.gpus}x {o.gpu}, ${o.price_per_hour:.2f}/h"
+                    f"{', $' + format(o.cost, ',.2f') + ' total' if o.cost is not None else ''})" for o in alts.instances))
+        _assumptions(rec, console)
+        return
+    summary = Table(title="Plans (quality tier first, then fastest)", title_justify="left")
+    for col, just in (("#", "right"), ("method", "left"), ("targets", "left"), ("r", "right"), ("mb x acc", "right"),
+                      ("ckpt", "left"), ("optim", "left"), ("lr", "right"), ("peak GiB", "right"),
+                      ("tok/s", "right"), ("time", "right")):
+        summary.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
+    for i, p in enumerate(rec.plans, 1):
+        summary.add_row(str(i), p.method.value, p.targets or "all", str(p.rank or "-"),
+                        f"{p.micro_batch} x {p.grad_accum}", "on" if p.grad_ckpt else "off", p.optim.value,
+                        f"{p.learning_rate:g}", f"{p.peak_gib.device:.1f}", f"{p.tokens_per_s:,.0f}", _hours(p.hours))
+    console.print(summary)
+    for i, p in enumerate(rec.plans, 1):
+        console.print()
+        console.print(f"[bold]{_plan_title(i, p)}[/]")
+        m = p.memory_gib
+        console.print(
+            f"  memory: weights {m.weights:.2f} + adapters {m.adapters:.2f} + grads {m.gradients:.2f} + optimizer "
+            f"{m.optimizer:.2f} + activations {m.activations:.2f} + logits {m.logits:.2f} + overhead {m.overhead:.2f} GiB"
+            f" -> peak {p.peak_gib.device:.2f} GiB on the device ({p.headroom_gib:.2f} GiB under budget)"
+        )
+        steps = f", {p.optimizer_steps:,} optimizer steps" if p.optimizer_steps else ""
+        console.print(f"  speed: {p.tokens_per_s:,.0f} tokens/s, {_hours(p.hours)}{steps}")
+        first = rec.plans[0].reasons
+        reasons = p.reasons if i == 1 else tuple(r for r in p.reasons if r not in first)
+        console.print("  why:" if i == 1 else "  why (what differs from plan 1):")
+        for r in reasons:
+            console.print(f"   - {escape(r)}", highlight=False)
+        for w in p.warnings:
+            console.print(f"  [yellow]warning:[/] {escape(w)}")
+        if show_code and p.code is not None and i == 1:
+            console.print("  code:")
+            console.print(Syntax(p.code.python, "python", theme="ansi_dark", word_wrap=True))
+    if show_code and len(rec.plans) > 1:
+        console.print(escape("\n(code for the other plans: --json, plans[i].code)"))
+    _assumptions(rec, console)
+
+
+def _assumptions(rec: Recommendation, console: Console) -> None:
+    console.print()
+    console.print(f"[dim]searched {rec.searched} configurations. Assumptions:[/]")
+    for a in rec.assumptions:
+        console.print(f"[dim] - {escape(a)}[/]", highlight=False)
+
+
+def render_instances(report: InstancesReport, console: Console | None = None, show_all: bool = False) -> None:
+    console = console or Console()
+    data = (f"{report.dataset.tokens / 1e6:,.1f}M tokens x {report.dataset.epochs:g} epochs" if report.dataset.tokens
+            else "dataset size not given: sorted by $ per million tokens")
+    table = Table(title=f"{report.model}: {data}", title_justify="left")
+    for col, just in (("instance", "left"), ("GPU", "left"), ("$/h", "right"), ("plan", "left"),
+                      ("tok/s", "right"), ("time", "right"), ("cost", "right")):
+        table.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
+    shown = 0
+    for r in report.instances:
+        if not r.fits and not show_all:
+            continue
+        shown += 1
+        plan = "[red]does not fit[/]"
+        if r.plan is not None:
+            p = r.plan
+            plan = f"{p.method.value} {p.targets or ''} r{p.rank or '-'} mb{p.micro_batch}{' ckpt' if p.grad_ckpt else ''}"
+        gpu = f"{r.gpus}x {r.gpu}" if r.gpus > 1 else r.gpu
+        name = f"{r.provider} {escape(r.instance)}" + (" [bold green]fastest[/]" if r.fastest else "")
+        cost = f"${r.cost:,.2f}" if r.cost is not None else (
+            f"${r.cost_per_mtok:.3f}/Mtok" if r.cost_per_mtok is not None else "-")
+        table.add_row(name, gpu, f"{r.price_per_hour:.2f}", plan,
+                      f"{r.plan.tokens_per_s:,.0f}" if r.plan else "-", _hours(r.hours), cost)
+    console.print(table)
+    hidden = sum(1 for r in report.instances if not r.fits)
+    if hidden and not show_all:
+        console.print(f"[dim]{hidden} instances where nothing fits are hidden (--all shows them)[/]")
+    if not shown:
+        console.print("[red]No instance fits.[/]")
+    dates = sorted({r.price_date for r in report.instances})
+    if dates:
+        console.print(f"[dim] - prices dated {dates[0]}{' to ' + dates[-1] if len(dates) > 1 else ''} (sources in --json)[/]")
+    for a in report.assumptions:
+        console.print(f"[dim] - {escape(a)}[/]", highlight=False)
