@@ -3,46 +3,51 @@
 >>> from planner import estimate, TrainSpec, Method
 >>> est = estimate("llama-3-8b", TrainSpec(method=Method.QLORA), gpu="4090")
 >>> est.fits, round(est.peak_gib.device, 1)  # doctest: +SKIP
+
+Exports are resolved lazily (PEP 562) so that ``loraplan estimate`` does not pay for the
+recommender's import.
 """
 
-from planner.catalog import gpu_profiles, load_gpu, load_model, model_names
-from planner.estimator import estimate
-from planner.instances import Instance, load_instances
-from planner.recommender import InstancesReport, Plan, Recommendation, plan_instances, recommend
-from planner.rules import Task
-from planner.throughput import tokens_per_second
-from planner.specs import (
-    Attn,
-    DType,
-    Estimate,
-    GpuProfile,
-    Method,
-    ModelProfile,
-    Optim,
-    TrainSpec,
-)
+from __future__ import annotations
 
-__all__ = [
-    "Instance",
-    "InstancesReport",
-    "Plan",
-    "Recommendation",
-    "Task",
-    "load_instances",
-    "plan_instances",
-    "recommend",
-    "tokens_per_second",
-    "Attn",
-    "DType",
-    "Estimate",
-    "GpuProfile",
-    "Method",
-    "ModelProfile",
-    "Optim",
-    "TrainSpec",
-    "estimate",
-    "gpu_profiles",
-    "load_gpu",
-    "load_model",
-    "model_names",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "estimate": "planner.estimator",
+    "recommend": "planner.recommender",
+    "plan_instances": "planner.recommender",
+    "Plan": "planner.recommender",
+    "Recommendation": "planner.recommender",
+    "InstancesReport": "planner.recommender",
+    "Instance": "planner.instances",
+    "load_instances": "planner.instances",
+    "Task": "planner.rules",
+    "tokens_per_second": "planner.throughput",
+    "gpu_profiles": "planner.catalog",
+    "load_gpu": "planner.catalog",
+    "load_model": "planner.catalog",
+    "model_names": "planner.catalog",
+    "Attn": "planner.specs",
+    "DType": "planner.specs",
+    "Estimate": "planner.specs",
+    "GpuProfile": "planner.specs",
+    "Method": "planner.specs",
+    "ModelProfile": "planner.specs",
+    "Optim": "planner.specs",
+    "TrainSpec": "planner.specs",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'planner' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
