@@ -48,6 +48,7 @@ from planner.params import (
     largest_param_numel,
     quantizable_weight_params,
     quantized_tensor_count,
+    stacked_rank,
     total_params,
 )
 from planner.specs import Attn, DType, Method, ModelConfig, Optim, TrainSpec
@@ -154,7 +155,8 @@ def _trainable_tensor_sizes(config: ModelConfig, train: TrainSpec) -> list[tuple
         return sizes
     sizes = []
     for lin in resolve_targets(config, train.targets):
-        sizes += [(train.rank * lin.in_features, layers), (train.rank * lin.out_features, layers)]
+        r = stacked_rank(lin, train.rank)
+        sizes += [(r * lin.in_features, layers), (r * lin.out_features, layers)]
         if train.dora:
             sizes += [(lin.out_features, layers)]
     return sizes
@@ -229,8 +231,9 @@ def _adafactor(config: ModelConfig, train: TrainSpec) -> OptimizerMemory:
         largest = largest_param_numel(config)
     else:
         state = 0.0
-        for lin in resolve_targets(config, train.targets):  # lora_A (r, in) and lora_B (out, r)
-            state += config.num_hidden_layers * 2 * (train.rank + lin.in_features + lin.out_features) * FP32_BYTES
+        for lin in resolve_targets(config, train.targets):  # lora_A (r, in) and lora_B (out, r): rows + columns
+            r = stacked_rank(lin, train.rank)
+            state += config.num_hidden_layers * (2 * r + lin.in_features + lin.out_features) * FP32_BYTES
     copies = 3.0 if dtypes(train).trainable < FP32_BYTES else 1.0
     return OptimizerMemory(state, 0.0, copies * FP32_BYTES * largest)
 

@@ -25,8 +25,13 @@ def lora_params(linear: Linear, rank: int, dora: bool) -> int:
     MoE expert tensors (PEFT ``ParamWrapper``) stack one rank block per expert: ``lora_A`` is
     (r * E, in), ``lora_B`` (out, r * E), with r doubled for fused gate_up.
     """
-    r = rank * linear.rank_multiplier * linear.experts
+    r = stacked_rank(linear, rank)
     return r * (linear.in_features + linear.out_features) + (linear.out_features if dora else 0)
+
+
+def stacked_rank(linear: Linear, rank: int) -> int:
+    """Rows of ``lora_A`` / columns of ``lora_B`` on ``linear`` (rank x experts x PEFT's fused multiplier)."""
+    return rank * linear.rank_multiplier * linear.experts
 
 
 def adapter_params(config: ModelConfig, train: TrainSpec) -> int:

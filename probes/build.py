@@ -61,13 +61,30 @@ def autocast_dtype(spec: TrainSpec) -> torch.dtype | None:
     return None if dtype is torch.float32 else dtype
 
 
-def attn_implementation(spec: TrainSpec, *, trace: bool) -> str:
-    """transformers ``attn_implementation``; the trace accounts flash as sdpa (same saved tensors)."""
+def attn_implementation(spec: TrainSpec, *, trace: bool, config: Any = None) -> str:
+    """transformers ``attn_implementation``; the trace accounts flash as sdpa (same saved tensors).
+
+    A model class without sdpa support (Gemma 2: logit soft-capping) gets eager, which is what
+    transformers picks when no implementation is requested.
+    """
     if spec.attn is Attn.EAGER:
         return "eager"
     if spec.attn is Attn.FLASH and not trace:
         return "flash_attention_2"
+    if config is not None and not supports_sdpa(config):
+        return "eager"
     return "sdpa"
+
+
+def supports_sdpa(config: Any) -> bool:
+    """Whether transformers' causal-LM class for ``config`` supports sdpa."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    try:
+        cls = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+    except KeyError:
+        return True
+    return bool(getattr(cls, "_supports_sdpa", True))
 
 
 def hf_config(raw: dict[str, Any], spec: TrainSpec, *, trace: bool) -> Any:
@@ -77,7 +94,6 @@ def hf_config(raw: dict[str, Any], spec: TrainSpec, *, trace: bool) -> Any:
     raw = {k: v for k, v in raw.items() if k not in ("architectures", "auto_map", "quantization_config")}
     config = AutoConfig.for_model(**raw)
     config.use_cache = False
-    config._attn_implementation = attn_implementation(spec, trace=trace)
     return config
 
 
@@ -102,7 +118,8 @@ def create_model(raw: dict[str, Any], spec: TrainSpec, device: torch.device | st
     config = hf_config(raw, spec, trace=trace)
     with _quiet(), torch.device(device):
         return AutoModelForCausalLM.from_config(config, dtype=load_dtype(spec),
-                                                attn_implementation=attn_implementation(spec, trace=trace))
+                                                attn_implementation=attn_implementation(spec, trace=trace,
+                                                                                        config=config))
 
 
 def lora_config(raw: dict[str, Any], spec: TrainSpec) -> Any:
@@ -136,7 +153,11 @@ def prepare(model: nn.Module, raw: dict[str, Any], spec: TrainSpec) -> nn.Module
             try:
                 model = get_peft_model(model, lora_config(raw, spec))
             except ValueError as err:
-                raise PlannerError(f"PEFT could not apply LoRA: {err}".splitlines()[0]) from None
+                hint = ""
+                if "ParamWrapper" in str(err):
+                    hint = (" (PEFT adapts the MoE expert tensors as parameters, which cannot take dropout: use "
+                            "--lora-dropout 0, or --targets attn)")
+                raise PlannerError(f"PEFT could not apply LoRA: {str(err).splitlines()[0]}{hint}") from None
         if spec.grad_ckpt and spec.method is not Method.QLORA:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(GC_KWARGS))
         model.train()
@@ -197,6 +218,19 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: torch.
     for _ in range(micro_batches_per_step(spec)):
         forward_backward(model, batch, spec, device_type, on_phase)
     optimizer_step(model, optimizer, on_phase)
+
+
+def count_params(model: nn.Module, packed: dict[int, int], spec: TrainSpec) -> tuple[int, int]:
+    """(base-model parameters, trainable parameters), a 4-bit weight counted at its unpacked size.
+
+    Like the estimator, ``total`` excludes LoRA adapters (everything trainable unless full fine-tuning).
+    """
+    total = trainable = 0
+    for p in model.parameters():
+        n = packed.get(id(p), p.numel())
+        total += n
+        trainable += n if p.requires_grad else 0
+    return (total if spec.method is Method.FULL else total - trainable), trainable
 
 
 def vocab_size(model: nn.Module) -> int:

@@ -13,23 +13,32 @@ dispatch in a training step, and all three change what is stored:
    lists cast to the lower precision keep torch's own kernel, including its cache of casted fp32
    leaf weights (alive until the autocast region exits, as on CUDA).
 2. **Dropout.** On CUDA ``F.dropout`` runs the fused ``native_dropout`` and saves a 1-byte bool
-   mask; the CPU path saves a mask in the input's dtype. :class:`CudaDropout` routes dropout to
-   ``native_dropout``.
-3. **Scaled-dot-product attention.** No emulation needed: for bf16/fp16 causal attention CUDA
-   picks the flash (or memory-efficient) kernel and the CPU picks its own flash kernel; both save
-   q, k, v, the output and an fp32 logsumexp of batch x heads x seq, never the seq x seq scores,
-   and both take grouped-query k/v without repeating them. ``attn_implementation="flash_attention_2"``
-   saves the same tensors, so the trace accounts flash as sdpa.
+   mask; the CPU path saves a mask in the input's dtype. :func:`cuda_dropout_patch` routes dropout
+   to ``native_dropout``.
+3. **Scaled-dot-product attention.** ``F.scaled_dot_product_attention`` picks its kernel per
+   device: on CPU it takes PyTorch's CPU flash kernel, or the math path (which saves the
+   seq x seq scores) when there is dropout. :func:`cuda_sdpa` picks the kernel the CUDA
+   dispatcher would (``sdp_utils.cpp`` for sm80+: flash for fp16/bf16 without a mask, head dim
+   <= 256, grouped-query k/v allowed; else memory-efficient when q and k/v have the same heads;
+   else math) and calls that CUDA op (``_scaled_dot_product_flash_attention`` /
+   ``_scaled_dot_product_efficient_attention``, whose shapes the fake tensors take from their meta
+   functions). Both save q, k, v, the output and an fp32 logsumexp of batch x heads x seq (plus the
+   dropout RNG state), never the scores. ``attn_implementation="flash_attention_2"`` saves the same
+   tensors, so the trace accounts flash as sdpa.
+
+Not visible to any trace: workspaces kernels allocate internally and free before returning (the
+flash backward's fp32 ``dq_accum``, cuBLAS workspaces).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+from unittest import mock
 
 import torch
-from torch.overrides import TorchFunctionMode
 
 # --------------------------------------------------------------------------- CUDA autocast policy
 # aten/src/ATen/autocast_mode.h (AT_FORALL_LOWER_PRECISION_FP / _FP32 / _FP32_SET_OPT_DTYPE /
@@ -124,7 +133,9 @@ def _widest(values: list[Any], lower: torch.dtype) -> torch.dtype:
     return out
 
 
-def _kernel(op: torch._ops.OpOverload, policy: str, target: torch._ops.OpOverload | None = None):
+def _kernel(op: torch._ops.OpOverload, policy: str, target: torch._ops.OpOverload | None = None
+            ) -> Callable[..., Any]:
+    """An ``AutocastCPU`` kernel applying CUDA's ``policy``, then redispatching below autocast."""
     schema_args = [a.name for a in op._schema.arguments]
     dtype_index = schema_args.index("dtype") if "dtype" in schema_args else None
     exclude = torch._C.DispatchKeySet(torch._C.DispatchKey.AutocastCPU)
@@ -170,33 +181,118 @@ def cuda_autocast_policy() -> Iterator[None]:
         raise RuntimeError(f"CUDA autocast policy unknown for: {', '.join(unknown)}")
     lib = torch.library.Library("aten", "IMPL")  # noqa: TOR901 - scoped, destroyed on exit
     try:
-        for name in sorted(cpu_ops - cuda_ops):
-            lib.impl(name, torch.library.fallthrough_kernel, "AutocastCPU")
-        for name in sorted(cuda_ops):
-            policy = cuda_policy(name)
-            if policy is None or (policy == LOWER and name in cpu_ops):
-                continue  # banned on CUDA, or torch's own cached lower-precision cast (same on both)
-            op = _resolve(name)
-            target = _resolve(_APPEND_DTYPE_OPS[name]) if policy == FP32_APPEND_DTYPE else None
-            lib.impl(name, _kernel(op, policy, target), "AutocastCPU")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"(?s).*previously registered kernel")
+            _register(lib, cpu_ops, cuda_ops)
         yield
     finally:
         lib._destroy()
 
 
+def _register(lib: torch.library.Library, cpu_ops: set[str], cuda_ops: set[str]) -> None:
+    """CPU-only autocast entries fall through; CUDA entries get the CUDA policy on ``AutocastCPU``."""
+    for name in sorted(cpu_ops - cuda_ops):
+        lib.impl(name, torch.library.fallthrough_kernel, "AutocastCPU")
+    for name in sorted(cuda_ops):
+        policy = cuda_policy(name)
+        if policy is None or (policy == LOWER and name in cpu_ops):
+            continue  # banned on CUDA, or torch's own cached lower-precision cast (same on both)
+        op = _resolve(name)
+        target = _resolve(_APPEND_DTYPE_OPS[name]) if policy == FP32_APPEND_DTYPE else None
+        lib.impl(name, _kernel(op, policy, target), "AutocastCPU")
+
+
 # --------------------------------------------------------------------------- dropout
 
 
-class CudaDropout(TorchFunctionMode):
-    """``F.dropout`` in training runs ``native_dropout`` (bool mask), as ``at::dropout`` does on CUDA."""
+_TORCH_DROPOUT = torch.nn.functional.dropout
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-        kwargs = kwargs or {}
-        if func is torch.nn.functional.dropout:
-            x = args[0]
-            p = args[1] if len(args) > 1 else kwargs.get("p", 0.5)
-            training = args[2] if len(args) > 2 else kwargs.get("training", True)
-            inplace = args[3] if len(args) > 3 else kwargs.get("inplace", False)
-            if training and 0.0 < p < 1.0 and not inplace and x.numel() > 0:
-                return torch.ops.aten.native_dropout(x, p, True)[0]
-        return func(*args, **kwargs)
+
+def cuda_dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> torch.Tensor:  # noqa: A002
+    """``F.dropout`` as ``at::dropout`` runs it on CUDA: the fused ``native_dropout`` (bool mask)."""
+    if training and 0.0 < p < 1.0 and not inplace and input.numel() > 0:
+        return torch.ops.aten.native_dropout(input, p, True)[0]
+    return _TORCH_DROPOUT(input, p, training, inplace)
+
+
+@contextmanager
+def cuda_dropout_patch() -> Iterator[None]:
+    """Route ``torch.nn.functional.dropout`` through :func:`cuda_dropout` (also during checkpoint recompute)."""
+    with mock.patch.object(torch.nn.functional, "dropout", cuda_dropout):
+        yield
+
+
+# --------------------------------------------------------------------------- scaled dot-product attention
+
+FLASH, EFFICIENT, MATH = "flash", "efficient", "math"
+MEM_EFFICIENT_MASK_ALIGNMENT = 16
+"""``preprocess_mask``: the memory-efficient kernel needs its bias padded to a multiple of 16 keys."""
+
+
+def cuda_sdpa_backend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None,
+                      is_causal: bool, enable_gqa: bool) -> str:
+    """The kernel ``select_sdp_backend`` picks on an sm80+ GPU (priority flash, efficient, math)."""
+    low = query.dtype in (torch.float16, torch.bfloat16)
+    head_dim = query.shape[-1]
+    dense4d = query.dim() == key.dim() == value.dim() == 4
+    same_dim = key.shape[-1] == head_dim == value.shape[-1]
+    gqa = dense4d and query.shape[-3] != key.shape[-3]
+    square = query.shape[-2] == key.shape[-2]
+    if (dense4d and low and same_dim and attn_mask is None and head_dim <= 256 and (square or not is_causal)
+            and (not gqa or enable_gqa)):
+        return FLASH
+    alignment = 8 if low else 4
+    if dense4d and not gqa and same_dim and head_dim % alignment == 0 and query.dtype != torch.float64:
+        return EFFICIENT
+    return MATH
+
+
+def _mem_efficient_mask(mask: torch.Tensor, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """``convert_boolean_attn_mask`` + ``preprocess_mask`` of aten/native/transformers/attention.cpp."""
+    if mask.dtype == torch.bool:
+        mask = torch.where(mask.logical_not(), float("-inf"), 0.0).to(query.dtype)
+    mask = mask.expand(query.shape[0], query.shape[1], query.shape[2], key.shape[2])
+    size = mask.shape[-1]
+    pad = MEM_EFFICIENT_MASK_ALIGNMENT - size % MEM_EFFICIENT_MASK_ALIGNMENT
+    return torch.nn.functional.pad(mask, (0, pad))[..., :size]
+
+
+def cuda_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None = None,
+              dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None,
+              enable_gqa: bool = False) -> torch.Tensor:
+    """``F.scaled_dot_product_attention`` running the kernel CUDA would pick (see module docstring).
+
+    Like CUDA autocast's kernel for ``scaled_dot_product_attention``, the inputs are cast to the
+    lower precision and the op then runs with autocast excluded (the math path's own fp32 upcast
+    and matmuls are not cast back).
+    """
+    if torch.is_autocast_enabled("cpu"):
+        lower = torch.get_autocast_dtype("cpu")
+        query, key, value = (_cast(t, lower) for t in (query, key, value))
+        attn_mask = _cast(attn_mask, lower)
+    with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(torch._C.DispatchKey.AutocastCPU)):
+        return _sdpa_kernel(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+
+
+def _sdpa_kernel(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None,
+                 dropout_p: float, is_causal: bool, scale: float | None, enable_gqa: bool) -> torch.Tensor:
+    backend = cuda_sdpa_backend(query, key, value, attn_mask, is_causal, enable_gqa)
+    if backend == FLASH:
+        return torch.ops.aten._scaled_dot_product_flash_attention(
+            query, key, value, dropout_p, is_causal, False, scale=scale)[0]
+    if backend == EFFICIENT:
+        mask = _mem_efficient_mask(attn_mask, query, key) if attn_mask is not None else None
+        needs_lse = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
+        return torch.ops.aten._scaled_dot_product_efficient_attention(
+            query, key, value, mask, needs_lse, dropout_p, is_causal, scale=scale)[0]
+    # The math path is the same composite on every device (fp16/bf16 upcast to fp32 unless
+    # allow_fp16_bf16_reduction_math_sdp); only a dropout inside it would take the CPU mask path.
+    return torch.ops.aten._scaled_dot_product_attention_math(
+        query, key, value, attn_mask, dropout_p, is_causal, None, scale=scale, enable_gqa=enable_gqa)[0]
+
+
+@contextmanager
+def cuda_sdpa_patch() -> Iterator[None]:
+    """Route ``torch.nn.functional.scaled_dot_product_attention`` through :func:`cuda_sdpa`."""
+    with mock.patch.object(torch.nn.functional, "scaled_dot_product_attention", cuda_sdpa):
+        yield

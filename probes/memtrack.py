@@ -68,20 +68,57 @@ class LiveBytesTracker(TorchDispatchMode):
         self._sizes: dict[int, int] = {}
         self._refs: dict[int, weakref.ref] = {}
         self._paused = 0
+        self._pending: tuple[int, float, str] | None = None
+        self.backward = False
+        """Set by the caller while ``loss.backward()`` runs (enables the gradient-sum correction)."""
+        self.record_origin = False
+        self.origin: dict[int, str] = {}
+        """Op that created each live storage (only with ``record_origin``; for debugging)."""
+        self._func = ""
 
     # ------------------------------------------------------------------ dispatch
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        self._settle()
         out = func(*args, **(kwargs or {}))
         self.ops += 1
-        if not self._paused:
-            for leaf in tree_leaves(out):
-                if isinstance(leaf, torch.Tensor):
-                    self.track(leaf)
+        self._func = str(func)
+        if self._paused:
+            return out
+        if self.backward and func is torch.ops.aten.add.Tensor and self._gradient_sum(args, kwargs):
+            # The autograd engine sums two gradients for one input (a tensor used twice, tied weights)
+            # with ``old.add_(new)`` when it holds the only reference to ``old``, but never in place for
+            # tensor subclasses such as fake tensors, which get ``old + new``. Count the sum without
+            # raising the peak; if ``old`` turns out to be still referenced elsewhere by the next op
+            # (so CUDA would also have allocated), the peak is raised after all.
+            before = self.live_bytes
+            self.track(out, peak=False)
+            if self.live_bytes > before:
+                self._pending = (args[0].untyped_storage()._cdata, self.live_bytes, self.phase)
+            return out
+        for leaf in tree_leaves(out):
+            if isinstance(leaf, torch.Tensor):
+                self.track(leaf)
         return out
 
-    def track(self, tensor: torch.Tensor) -> None:
-        """Count ``tensor``'s storage if it is new (or grew, after ``resize_``)."""
+    @staticmethod
+    def _gradient_sum(args: tuple, kwargs: dict | None) -> bool:
+        if len(args) != 2 or (kwargs and kwargs.get("alpha", 1) != 1) or torch.is_grad_enabled():
+            return False
+        a, b = args
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
+                and a.dtype == b.dtype and a.is_contiguous())
+
+    def _settle(self) -> None:
+        if self._pending is None:
+            return
+        key, live, phase = self._pending
+        self._pending = None
+        if key in self._sizes:  # ``old`` still referenced: CUDA would have added out of place too
+            self._raise_peak(live, phase)
+
+    def track(self, tensor: torch.Tensor, peak: bool = True) -> None:
+        """Count ``tensor``'s storage if it is new (or grew, after ``resize_``); ``peak=False`` defers the peak."""
         if tensor.device.type != self.device_type or tensor.is_sparse:
             return
         storage = tensor.untyped_storage()
@@ -92,21 +129,28 @@ class LiveBytesTracker(TorchDispatchMode):
             return
         if old is None:
             self._refs[key] = weakref.ref(storage, lambda _ref, key=key: self._release(key))
+            if self.record_origin:
+                self.origin[key] = f"{self.phase}:{self._func}:{tuple(tensor.shape)}:{tensor.dtype}"
             old = 0
         self._sizes[key] = nbytes
         self.live_bytes += nbytes - old
         self.live_rounded_bytes += _rounded(nbytes) - _rounded(old)
-        if self.live_bytes > self.phase_peak_bytes.get(self.phase, 0.0):
-            self.phase_peak_bytes[self.phase] = self.live_bytes
+        if peak:
+            self._raise_peak(self.live_bytes, self.phase)
+
+    def _raise_peak(self, live: float, phase: str) -> None:
+        if live > self.phase_peak_bytes.get(phase, 0.0):
+            self.phase_peak_bytes[phase] = live
         if self.live_rounded_bytes > self.peak_rounded_bytes:
             self.peak_rounded_bytes = self.live_rounded_bytes
-        if self.live_bytes > self.peak_bytes:
-            self.peak_bytes = self.live_bytes
-            self.at_peak = PeakRecord(self.live_bytes, self.phase, self.grad_bytes, self.optimizer_bytes)
+        if live > self.peak_bytes:
+            self.peak_bytes = live
+            self.at_peak = PeakRecord(live, phase, self.grad_bytes, self.optimizer_bytes)
 
     def _release(self, key: int) -> None:
         nbytes = self._sizes.pop(key, None)
         self._refs.pop(key, None)
+        self.origin.pop(key, None)
         if nbytes is not None:
             self.live_bytes -= nbytes
             self.live_rounded_bytes -= _rounded(nbytes)
@@ -115,6 +159,7 @@ class LiveBytesTracker(TorchDispatchMode):
 
     def set_phase(self, phase: str) -> None:
         """Charge later allocations to ``phase`` (its peak starts at the current live bytes)."""
+        self._settle()
         self.phase = phase
         self.phase_peak_bytes[phase] = max(self.phase_peak_bytes.get(phase, 0.0), self.live_bytes)
 
@@ -140,6 +185,10 @@ class LiveBytesTracker(TorchDispatchMode):
             seen.add(key)
             total += self._sizes[key]
         return total
+
+    def live_storages(self) -> list[tuple[int, str]]:
+        """(bytes, origin) of every live storage, largest first (origins need ``record_origin``)."""
+        return sorted(((n, self.origin.get(k, "?")) for k, n in self._sizes.items()), reverse=True)
 
     def reset_peak(self) -> None:
         """Start peak tracking afresh from the current live bytes (like ``reset_peak_memory_stats``)."""

@@ -50,7 +50,7 @@ def quant_constants() -> tuple[int, int]:
     except Exception:  # runtime.json absent or unreadable: bitsandbytes' own defaults
         nf4 = {}
     block = nf4.get("blocksize", NF4_BLOCKSIZE) if isinstance(nf4, dict) else NF4_BLOCKSIZE
-    nested = nf4.get("nested_blocksize", NESTED_BLOCKSIZE) if isinstance(nf4, dict) else NESTED_BLOCKSIZE
+    nested = (nf4.get("double_quant_blocksize", NESTED_BLOCKSIZE) if isinstance(nf4, dict) else NESTED_BLOCKSIZE)
     return int(block if isinstance(block, (int, float)) else NF4_BLOCKSIZE), int(
         nested if isinstance(nested, (int, float)) else NESTED_BLOCKSIZE
     )

@@ -91,6 +91,7 @@ class EmulatedBnbAdamW(torch.optim.Optimizer):
         self.fp32_ids = fp32_ids
         self.make_paged = make_paged
         self.paged_bytes = 0.0
+        self.qmaps: list[torch.Tensor] = []
 
     def _buffer(self, p: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         def alloc() -> torch.Tensor:
@@ -110,6 +111,9 @@ class EmulatedBnbAdamW(torch.optim.Optimizer):
             state["state2"] = self._buffer(p, torch.float32)
             return
         blocks = -(-p.numel() // BNB_BLOCKSIZE)
+        if not self.qmaps:  # the shared 256-entry fp32 "dynamic" / "udynamic" maps, moved to the device once
+            self.qmaps = [torch.zeros(256, dtype=torch.float32, device=p.device) for _ in range(2)]
+        state["qmap1"], state["qmap2"] = self.qmaps
         state["state1"] = self._buffer(p, torch.uint8)
         state["state2"] = self._buffer(p, torch.uint8)
         state["absmax1"] = torch.zeros((blocks,), dtype=torch.float32, device=p.device)

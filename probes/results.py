@@ -128,8 +128,23 @@ class TraceDetail(_Model):
     seconds: float = 0.0
 
 
+class ComponentRow(_Model):
+    """One line of the side-by-side table: a quantity both the estimator and the probe give."""
+
+    name: str
+    estimate_gib: float | None = None
+    measured_gib: float | None = None
+    note: str = ""
+
+    @property
+    def error_pct(self) -> float | None:
+        return error_pct(self.estimate_gib, self.measured_gib)
+
+
 class GpuDetail(_Model):
     steps: int
+    """Measured optimizer steps (after one warm-up step)."""
+    load_seconds: float | None = None
     after_optimizer_init_gib: float | None = None
     after_first_step_gib: float | None = None
     step_seconds: list[float] = []
@@ -179,11 +194,15 @@ class ProbeResult(_Model):
     error: str | None = None
     peak_phase: str | None = None
     params: dict[str, int] = {}
-    """``total`` and ``trainable`` parameter counts of the built model."""
+    """``total`` (base model) and ``trainable`` parameter counts of the built model."""
+    components: list[ComponentRow] = []
+    """Estimate next to measurement for every quantity the probe can read."""
     calibration: Calibration | None = None
     trace: TraceDetail | None = None
     gpu: GpuDetail | None = None
     max_batch: MaxBatch | None = None
+    gpus: list[GpuInfo] = []
+    """Visible GPUs at the start of a GPU probe (the probe runs on the first)."""
     interrupted: bool = False
 
 

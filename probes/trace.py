@@ -14,10 +14,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from unittest import mock
 
 import torch
 from torch import nn
 
+from planner.errors import PlannerError
 from planner.specs import GIB, Method, Optim, TrainSpec
 from probes import build
 from probes.memtrack import LiveBytesTracker
@@ -25,7 +27,8 @@ from probes.results import Breakdown, PhaseMemory, TraceDetail
 
 EMULATION_NOTES = (
     "fake tensors on CPU with the CUDA autocast op lists and CUDA dropout (bool mask)",
-    "sdpa via the CPU flash kernel: saves q, k, v, out, fp32 logsumexp like CUDA flash/mem-efficient",
+    "not counted: kernel workspaces that are not tensors of the step (cuBLAS 8-32 MiB, flash backward dq_accum)",
+    "sdpa runs the CUDA kernel CUDA would pick (flash / memory-efficient, shapes from their meta functions)",
 )
 NF4_NOTE = "NF4 emulated: bitsandbytes 4-bit storage and MatMul4Bit dataflow (saves only the packed weight)"
 FLASH_NOTE = "flash_attention_2 accounted as sdpa's flash kernel (same saved tensors)"
@@ -49,29 +52,36 @@ class TraceRun:
 def _fake_mode() -> Any:
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    return FakeTensorMode(allow_non_fake_inputs=True)
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    # FakeTensorMode memoizes each fake tensor it wraps from a fresh meta tensor in a
+    # WeakValueDictionary; that weak reference makes torch.utils.swap_tensors refuse the tensor,
+    # and nn.Module.to swaps fake parameters (PEFT moves every adapter with .to(device, dtype)).
+    # Fresh op outputs are never looked up again, so that memo can stay empty.
+    mode.fake_tensor_converter.set_tensor_memo = lambda tensor, fake: None
+    return mode
 
 
 @contextmanager
 def _trace_context(tracker: LiveBytesTracker) -> Iterator[None]:
-    from probes.cuda_emulation import CudaDropout, cuda_autocast_policy
+    from probes.cuda_emulation import cuda_autocast_policy, cuda_dropout_patch, cuda_sdpa_patch
 
-    with cuda_autocast_policy(), CudaDropout(), _fake_mode(), tracker:
+    # transformers treats fake tensors like a graph trace and keeps data-dependent checks
+    # conservative: it cannot read the position ids, so it assumes packed sequences and builds a
+    # full attention mask (disabling sdpa's is_causal path and GQA). The probe's batches are
+    # single unpacked sequences, for which the real check returns None.
+    import transformers.masking_utils as masking
+
+    with mock.patch.object(masking, "find_packed_sequence_indices", lambda position_ids: None), \
+            cuda_autocast_policy(), cuda_dropout_patch(), cuda_sdpa_patch(), _fake_mode(), tracker:
         yield
 
 
-def _logical_numel(model: nn.Module) -> tuple[int, int]:
-    """(total, trainable) parameter counts, counting a 4-bit weight as its unpacked size."""
+def _param_counts(model: nn.Module, spec: TrainSpec) -> tuple[int, int]:
+    """(base-model, trainable) parameter counts, a 4-bit weight counted at its unpacked size."""
     from probes.nf4 import EmulatedLinear4bit
 
     packed = {id(m.weight): m.in_features * m.out_features for m in model.modules() if isinstance(m, EmulatedLinear4bit)}
-    total = trainable = 0
-    for p in model.parameters():
-        n = packed.get(id(p), p.numel())
-        total += n
-        if p.requires_grad:
-            trainable += n
-    return total, trainable
+    return build.count_params(model, packed, spec)
 
 
 def _quant_state_tensors(model: nn.Module) -> list[torch.Tensor]:
@@ -131,6 +141,7 @@ class _Accounting:
             self.step += 1
         self._current = name
         self.tracker.set_phase(self._label(name))
+        self.tracker.backward = name == "backward"
 
     def _label(self, name: str) -> str:
         return f"step{self.step}.{name}.{len(self.phases)}"
@@ -144,12 +155,13 @@ class _Accounting:
             peak_gib=self.tracker.phase_peak_bytes.get(label, self.tracker.live_bytes) / GIB,
             end_gib=self.tracker.live_bytes / GIB,
         ))
-        if self._current == "forward":
-            self.record(f"end_of_forward.step{self.step}")
+        if self._current in ("forward", "backward"):
+            self.record(f"end_of_{self._current}.step{self.step}")
 
     def end_step(self) -> None:
         self._close()
         self._current = None
+        self.tracker.backward = False
         if self.optimizer is not None:
             self.tracker.optimizer_bytes = self.tracker.storage_bytes(_optimizer_tensors(self.optimizer))
         self.tracker.grad_bytes = 0.0
@@ -168,6 +180,11 @@ def run_trace(raw: dict[str, Any], spec: TrainSpec, *, steps: int = 2) -> TraceR
     from probes.optim import EmulatedBnbAdamW, build_optimizer
 
     steps = max(2, steps)
+    if spec.method is Method.QLORA and spec.quant_bits != 4:
+        raise PlannerError(
+            "the CPU trace emulates 4-bit NF4 only (LLM.int8 picks outlier columns from the data, which fake "
+            "tensors do not have); run --quant-bits 8 on a GPU"
+        )
     started = time.perf_counter()
     tracker = LiveBytesTracker("cpu")
     notes = list(EMULATION_NOTES)
@@ -179,7 +196,7 @@ def run_trace(raw: dict[str, Any], spec: TrainSpec, *, steps: int = 2) -> TraceR
             replace_with_emulated_nf4(model, build.compute_dtype(spec), spec.double_quant)
             notes.append(NF4_NOTE)
         model = build.prepare(model, raw, spec)
-        total, trainable = _logical_numel(model)
+        total, trainable = _param_counts(model, spec)
         acct = _Accounting(tracker, model)
         acct.record("after_load")
         after_load = tracker.live_bytes
@@ -222,6 +239,8 @@ def run_trace(raw: dict[str, Any], spec: TrainSpec, *, steps: int = 2) -> TraceR
         )
     if spec.attn.value == "flash":
         notes.append(FLASH_NOTE)
+    if spec.attn.value != "eager" and not build.supports_sdpa(build.hf_config(raw, spec, trace=True)):
+        notes.append("this model class has no sdpa support in transformers: ran eager attention (its default)")
     if spec.optim in (Optim.ADAMW_8BIT, Optim.PAGED_ADAMW, Optim.PAGED_ADAMW_8BIT):
         notes.append(BNB_OPTIM_NOTE)
     if spec.optim.paged:
