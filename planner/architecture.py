@@ -77,6 +77,13 @@ class Architecture(Frozen):
     """Target names for the ``qv`` preset (q_proj,v_proj style)."""
     gated_mlp: bool
     norm_has_bias: bool
+    bnb_quantizable: bool = True
+    """False when bitsandbytes leaves the linears alone: transformers' ``replace_with_bnb_linear``
+    (integrations/bitsandbytes.py) converts only ``type(module) is nn.Linear`` or ``Conv1D``, and
+    Falcon's layers are the ``FalconLinear`` subclass."""
+    sdpa_math: bool = False
+    """SDPA falls back to the math kernel (saves the s x s probabilities): Falcon calls SDPA with fewer
+    k/v heads than query heads and no ``enable_gqa``, which flash/memory-efficient kernels refuse."""
 
     @property
     def layer_params(self) -> int:
@@ -172,6 +179,8 @@ def _falcon(c: ModelConfig) -> Architecture:
         qv_targets=(),
         gated_mlp=False,
         norm_has_bias=True,
+        bnb_quantizable=False,
+        sdpa_math=c.num_key_value_heads != c.num_attention_heads,
     )
 
 
@@ -252,6 +261,30 @@ def resolve_targets(config: ModelConfig, targets: tuple[str, ...]) -> tuple[Line
             raise PlannerError(f"targets {', '.join(p.aliases)} are fused into {p.name}: target all of them or none")
     everything = arch.linears + arch.param_targets
     return tuple(lin for lin in everything if lin in chosen)
+
+
+def dropout_allowed(config: ModelConfig, targets: tuple[str, ...]) -> bool:
+    """False when ``targets`` include MoE expert tensors (PEFT ``ParamWrapper`` takes no dropout)."""
+    return not any(lin.experts > 1 for lin in resolve_targets(config, targets))
+
+
+def lora_dropout(config: ModelConfig, targets: tuple[str, ...], requested: float | None) -> float:
+    """The LoRA dropout to use: ``requested``, or by default 0.05 (the QLoRA scripts' value for large
+    models), except 0 where PEFT forbids dropout: ``ParamWrapper`` (MoE expert tensors) raises
+    "does not work with lora_dropout != 0" (peft/tuners/lora/layer.py).
+
+    Raises:
+        PlannerError: a requested non-zero dropout on targets that PEFT cannot apply it to.
+    """
+    allowed = dropout_allowed(config, targets)
+    if requested is None:
+        return 0.05 if allowed else 0.0
+    if requested > 0 and not allowed:
+        raise PlannerError(
+            "PEFT adapts MoE expert tensors with ParamWrapper, which requires --lora-dropout 0 "
+            "(or use --targets attn to leave the experts alone)"
+        )
+    return requested
 
 
 def peft_target_modules(config: ModelConfig, targets: tuple[str, ...]) -> list[str] | str:

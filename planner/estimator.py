@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from planner import memory
+from planner.architecture import architecture, lora_dropout
 from planner.calibration import Calibration
 from planner.catalog import load_gpu, load_model, runtime_constants
 from planner.specs import (
@@ -84,9 +85,14 @@ def estimate(
     gpu_profile = load_gpu(gpu) if isinstance(gpu, str) else gpu
     train = train or TrainSpec()
     cfg = profile.config
+    if train.method is not Method.FULL:
+        dropout = lora_dropout(cfg, train.targets, train.lora_dropout)
+        if dropout != train.lora_dropout:
+            train = train.model_copy(update={"lora_dropout": dropout})
     layers = cfg.num_hidden_layers
 
-    weights = memory.weight_bytes(cfg, train) + memory.autocast_weight_copy_bytes(cfg, train)
+    weights = memory.weight_bytes(cfg, train)
+    casts = memory.autocast_weight_copy_bytes(cfg, train)
     adapters = memory.adapter_bytes(cfg, train)
     grads = memory.gradient_bytes(cfg, train)
     optim = memory.optimizer_memory(cfg, train)
@@ -96,23 +102,33 @@ def estimate(
 
     accumulate = train.grad_accum > 1
     persistent = weights + adapters + optim.state_bytes + workspace + (grads if accumulate else 0.0)
-    saved = acts.saved_total(layers, train.grad_ckpt)
+    saved = acts.saved_total(layers, train.grad_ckpt) + (0.0 if train.grad_ckpt else casts)
+    # With checkpointing nothing keeps the casts for backward: trainable (full) weights' casts stay in
+    # autocast's cache until the region ends; frozen (LoRA) weights' casts are per op and transient.
+    forward_casts = casts if train.grad_ckpt and train.method is Method.FULL else 0.0
     dequant = memory.qlora_dequant_transient_bytes(cfg, train)
     grad_live = 0.0 if accumulate else grads  # gradients allocated during backward (already in persistent otherwise)
 
-    forward = persistent + saved + logits.saved_weight_bytes + max(logits.forward_bytes, acts.forward_transient_bytes + dequant)
+    forward = (
+        persistent + saved + forward_casts + logits.saved_weight_bytes
+        + max(logits.forward_bytes, acts.forward_transient_bytes + dequant)
+    )
     ce_backward = persistent + saved + logits.saved_weight_bytes + logits.backward_bytes
     # Top layer's backward: every saved tensor is still alive; with checkpointing the layer is
     # recomputed on top of the saved layer inputs.
-    recompute = acts.per_layer_bytes if train.grad_ckpt else 0.0
+    recompute = acts.per_layer_bytes + casts / layers if train.grad_ckpt else 0.0
     in_flight = acts.layer_backward_transient_bytes + dequant
     first_grads = grad_live if train.method is not Method.FULL else memory.lm_head_grad_bytes(cfg, train)
     layer_backward = persistent + saved + recompute + in_flight + first_grads
     if train.method is Method.FULL:
         # Parameter gradients appear as backward proceeds while activations are freed: the bottom
-        # layer holds all gradients plus its own activations.
+        # layer holds all gradients plus its own activations. With tied embeddings the lm_head's
+        # gradient is still waiting to be summed when the embedding backward creates its own
+        # (autograd accumulates the two into the one .grad afterwards): one more vocab x hidden.
+        tied_pending = memory.lm_head_grad_bytes(cfg, train) if cfg.tie_word_embeddings else 0.0
         layer_backward = max(
-            layer_backward, persistent + grad_live + acts.per_layer_bytes + in_flight + acts.outside_layers_bytes
+            layer_backward,
+            persistent + grad_live + acts.per_layer_bytes + in_flight + acts.outside_layers_bytes + tied_pending,
         )
     backward = max(ce_backward, layer_backward)
     optimizer = persistent + grad_live + optim.step_transient_bytes
@@ -124,7 +140,7 @@ def estimate(
 
     counts = param_counts(cfg, train)
     breakdown = MemoryGiB(
-        weights=weights / GIB,
+        weights=(weights + casts) / GIB,
         adapters=adapters / GIB,
         gradients=grads / GIB,
         optimizer=(optim.state_bytes + optim.paged_bytes + optim.step_transient_bytes) / GIB,
@@ -140,6 +156,12 @@ def estimate(
         headroom = usable_gib(gpu_profile) - peak.device
         fits = headroom >= 0
     warnings = []
+    if train.method is Method.QLORA and not architecture(cfg).bnb_quantizable:
+        warnings.append(
+            f"transformers quantizes only exact nn.Linear modules; {cfg.model_type}'s linear layers are a subclass "
+            "and stay unquantized, so QLoRA saves no weight memory here (prepare_model_for_kbit_training then "
+            "upcasts them to fp32): use --method lora"
+        )
     if train.seq_len > cfg.max_position_embeddings:
         warnings.append(
             f"seq_len {train.seq_len} exceeds the model's max_position_embeddings {cfg.max_position_embeddings}"

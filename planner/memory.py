@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planner.architecture import Architecture, Linear, architecture, resolve_targets
+from planner.architecture import Architecture, Linear, architecture, lora_dropout, resolve_targets
 from planner.catalog import runtime_constants
 from planner.params import (
     adapter_params,
@@ -139,26 +139,29 @@ def gradient_bytes(config: ModelConfig, train: TrainSpec) -> float:
     return trainable_params(config, train) * dtypes(train).trainable
 
 
-def _trainable_tensor_sizes(config: ModelConfig, train: TrainSpec) -> list[tuple[int, int]]:
-    """(numel, count) of each kind of trainable tensor, for 8-bit optimizer size thresholds."""
+def _trainable_tensor_sizes(config: ModelConfig, train: TrainSpec) -> list[tuple[int, int, bool]]:
+    """(numel, count, is_embedding) of each kind of trainable tensor, for optimizer size rules."""
     layers = config.num_hidden_layers
     if train.method is Method.FULL:
         arch = architecture(config)
-        sizes = [(lin.weight_params, layers) for lin in arch.linears]
-        sizes += [(lin.out_features, layers) for lin in arch.linears if lin.bias]
-        sizes += [(config.hidden_size, layers * arch.norms_per_layer * (2 if arch.norm_has_bias else 1))]
+        sizes = [(lin.weight_params, layers, False) for lin in arch.linears]
+        sizes += [(lin.out_features, layers, False) for lin in arch.linears if lin.bias]
+        sizes += [(config.hidden_size, layers * arch.norms_per_layer * (2 if arch.norm_has_bias else 1), False)]
         if arch.expert_params:
-            sizes += [(arch.expert_params // 3, 3 * layers), (arch.router_params, layers)]
-        sizes += [(arch.embed_params, 1), (arch.final_norm_params, 1)]
+            sizes += [(arch.expert_params // 3, 3 * layers, False), (arch.router_params, layers, False)]
+        token_embed = config.vocab_size * config.hidden_size
+        sizes += [(token_embed, 1, True), (arch.final_norm_params, 1, False)]
+        if arch.embed_params > token_embed:  # GPT-2 learned positions (an nn.Embedding too)
+            sizes += [(arch.embed_params - token_embed, 1, True)]
         if arch.lm_head_params:
-            sizes += [(arch.lm_head_params, 1)]
+            sizes += [(arch.lm_head_params, 1, False)]
         return sizes
     sizes = []
     for lin in resolve_targets(config, train.targets):
         r = stacked_rank(lin, train.rank)
-        sizes += [(r * lin.in_features, layers), (r * lin.out_features, layers)]
+        sizes += [(r * lin.in_features, layers, False), (r * lin.out_features, layers, False)]
         if train.dora:
-            sizes += [(lin.out_features, layers)]
+            sizes += [(lin.out_features, layers, False)]
     return sizes
 
 
@@ -194,8 +197,10 @@ def optimizer_memory(config: ModelConfig, train: TrainSpec) -> OptimizerMemory:
     paged_min = consts["paged_min_numel"] if optim.paged else None
     eight_bit = optim in (Optim.ADAMW_8BIT, Optim.PAGED_ADAMW_8BIT)
     state = paged = 0.0
-    for numel, count in _trainable_tensor_sizes(config, train):
-        if eight_bit and numel >= min_8bit:
+    for numel, count, embedding in _trainable_tensor_sizes(config, train):
+        # transformers Trainer.create_optimizer: for bitsandbytes 8-bit optimizers every nn.Embedding
+        # weight gets ``register_module_override(module, "weight", {"optim_bits": 32})``.
+        if eight_bit and numel >= min_8bit and not embedding:
             per_param = 2 * (1.0 + FP32_BYTES / block)  # uint8 state1/state2 + fp32 absmax per block
         else:
             per_param = 2 * FP32_BYTES
@@ -211,12 +216,12 @@ def _adafactor(config: ModelConfig, train: TrainSpec) -> OptimizerMemory:
 
     Matrices keep a row and a column vector (``exp_avg_sq_row``/``_col``), vectors a full
     ``exp_avg_sq``; all fp32 because ``step()`` upcasts the gradient first. Inside ``step()`` each
-    16-bit parameter gets fp32 copies of its gradient, its data and the update (3 x 4 bytes x numel)
-    one tensor at a time, so the transient is set by the largest tensor.
+    16-bit parameter gets fp32 copies of its gradient and data, ``grad**2 + eps`` and the update
+    (4 x 4 bytes x numel) one tensor at a time, so the transient is set by the largest tensor.
     """
     state = 0.0
     largest = 0
-    for numel, count in _trainable_tensor_sizes(config, train):
+    for numel, count, _ in _trainable_tensor_sizes(config, train):
         largest = max(largest, numel)
         state += count * numel * FP32_BYTES  # vectors: full second moment
     if train.method is Method.FULL:
@@ -234,7 +239,9 @@ def _adafactor(config: ModelConfig, train: TrainSpec) -> OptimizerMemory:
         for lin in resolve_targets(config, train.targets):  # lora_A (r, in) and lora_B (out, r): rows + columns
             r = stacked_rank(lin, train.rank)
             state += config.num_hidden_layers * (2 * r + lin.in_features + lin.out_features) * FP32_BYTES
-    copies = 3.0 if dtypes(train).trainable < FP32_BYTES else 1.0
+    # Adafactor.step holds fp32 grad, fp32 param, grad**2 + eps and the update together (the first two
+    # are copies only for 16-bit params).
+    copies = 4.0 if dtypes(train).trainable < FP32_BYTES else 2.0
     return OptimizerMemory(state, 0.0, copies * FP32_BYTES * largest)
 
 
@@ -261,14 +268,14 @@ class Activations:
         return layers * per + self.outside_layers_bytes
 
 
-def _lora_saved_per_token(lin: Linear, train: TrainSpec, d: Dtypes) -> float:
+def _lora_saved_per_token(lin: Linear, train: TrainSpec, d: Dtypes, dropout: float) -> float:
     """Bytes per token a LoRA-wrapped module saves beyond its frozen base [PEFT-fwd].
 
     ``x.to(fp32)`` then ``dropout`` (saves a bool mask when p > 0) then ``lora_A`` under autocast,
     which saves its bf16-cast input; ``lora_B`` saves ``lora_A``'s output.
     """
     in_b = d.compute if d.autocast else FP32_BYTES
-    mask = MASK_BYTES if train.lora_dropout > 0 else 0.0
+    mask = MASK_BYTES if dropout > 0 else 0.0
     saved = lin.in_features * (in_b + mask) + train.rank * in_b
     if train.dora:
         # [DORA]: (m / ||W + dW|| - 1) * base_result + (m / ||.||) * lora_result saves both results.
@@ -298,9 +305,10 @@ def activations(config: ModelConfig, train: TrainSpec) -> Activations:
     q_dim = heads * config.head_dim
     kv_dim = float(config.num_key_value_heads * config.head_dim)
     c = d.compute
-    quantized = train.method is Method.QLORA
+    quantized = train.method is Method.QLORA and arch.bnb_quantizable
     full = train.method is Method.FULL
     targets = set(resolve_targets(config, train.targets)) if not full else set()
+    dropout = 0.0 if full else lora_dropout(config, train.targets, train.lora_dropout)
     by_name = {lin.name: lin for lin in arch.linears}
     layernorm = arch.norm_has_bias
 
@@ -322,7 +330,7 @@ def activations(config: ModelConfig, train: TrainSpec) -> Activations:
 
     def linears_saved(group: list[Linear], in_bytes: float) -> float:
         """Saved bytes/token for linears that read the same input tensor."""
-        saved = sum(_lora_saved_per_token(lin, train, d) for lin in group if lin in targets)
+        saved = sum(_lora_saved_per_token(lin, train, d, dropout) for lin in group if lin in targets)
         if quantized and train.quant_bits == 8:
             saved += group[0].in_features * c  # [BNB-int8] MatMul8bitLt keeps its (shared) 16-bit input
         if full:
@@ -348,6 +356,10 @@ def activations(config: ModelConfig, train: TrainSpec) -> Activations:
         # (fp32) saves its output; the bf16 copy of the probabilities and v are saved by the 2nd matmul.
         per_token += qkv_b * (q_dim + 2 * q_dim)
         per_token += heads * s * (FP32_BYTES + c)
+    elif arch.sdpa_math:
+        # SDPA's math kernel (aten _scaled_dot_product_attention_math) upcasts 16-bit q, k, v to fp32
+        # and saves the fp32 scaled q, k, v and softmax probabilities (b, heads, s, s); no logsumexp.
+        per_token += FP32_BYTES * (q_dim + 2 * kv_dim) + heads * s * FP32_BYTES
     else:
         per_token += qkv_b * (q_dim + 2 * kv_dim)  # q, k, v [SDPA]
         per_token += c * q_dim + heads * FP32_BYTES  # out + logsumexp [SDPA]
@@ -375,8 +387,9 @@ def activations(config: ModelConfig, train: TrainSpec) -> Activations:
             per_token += 3 * inter * act_b
         elif config.model_type == "gpt2":
             # NewGELUActivation (python tanh formula, transformers/activations.py): pow saves x, tanh
-            # saves its output, the final product saves 0.5*x and (1 + tanh): four tensors.
-            per_token += 4 * inter * act_b
+            # saves its output, the final product saves 0.5*x and (1 + tanh). Under CUDA autocast pow
+            # runs in fp32 [AUTOCAST], so x's saved copy, tanh's output and (1 + tanh) are fp32.
+            per_token += inter * (3 * FP32_BYTES + act_b) if d.autocast else 4 * inter * act_b
         else:
             per_token += inter * act_b  # F.gelu saves its input
         per_token += linears_saved([down], act_b)
@@ -478,7 +491,7 @@ class LogitsMemory:
     backward_bytes: float
     """Alive inside cross-entropy backward: saved log_softmax output, its gradient, the input gradient."""
     saved_weight_bytes: float
-    """An autocast copy of an fp32 lm_head weight saved for backward (QLoRA after [KBIT])."""
+    """An autocast copy of a frozen fp32 lm_head saved for backward (QLoRA after [KBIT], LoRA with --fp32-master)."""
 
 
 def logits_memory(config: ModelConfig, train: TrainSpec) -> LogitsMemory:
@@ -494,7 +507,7 @@ def logits_memory(config: ModelConfig, train: TrainSpec) -> LogitsMemory:
         forward += 2 * n * logits_b
     backward = 3 * n * FP32_BYTES
     saved_weight = 0.0
-    if d.autocast and d.other_param > d.compute and train.method is Method.QLORA:
+    if d.autocast and d.other_param > d.compute and train.method is not Method.FULL:
         # The frozen fp32 lm_head is cast to bf16 by autocast; the cast is saved to compute the
         # hidden-state gradient [AUTOCAST] (not cached: frozen params are not cached).
         saved_weight = config.vocab_size * config.hidden_size * d.compute
@@ -502,14 +515,17 @@ def logits_memory(config: ModelConfig, train: TrainSpec) -> LogitsMemory:
 
 
 def autocast_weight_copy_bytes(config: ModelConfig, train: TrainSpec) -> float:
-    """fp32 weights under bf16 autocast: every matmul weight gets a bf16 copy that autograd saves
-    for backward [AUTOCAST]. Trainable leaves are cast once and cached for the forward region;
-    frozen ones (LoRA base) are cast per op, and the saved copy is needed for the input gradient."""
+    """fp32 weights under bf16 autocast (``--fp32-master``): every decoder matmul weight gets a bf16 copy
+    [AUTOCAST]. Trainable leaves (full fine-tuning) are cast once and cached for the forward region,
+    with the lm_head; frozen ones (LoRA base) are cast per op. Without checkpointing autograd saves
+    each copy until its layer's backward; with it they live through the forward only (the
+    estimator places them accordingly). The frozen fp32 lm_head's copy is in :func:`logits_memory`."""
     if train.method is Method.QLORA or not train.fp32_master or not dtypes(train).autocast:
         return 0.0
     arch = architecture(config)
     matmul_weights = config.num_hidden_layers * (sum(lin.weight_params for lin in arch.linears) + arch.expert_params)
-    matmul_weights += config.vocab_size * config.hidden_size  # lm_head (the tied embedding's weight)
+    if train.method is Method.FULL:
+        matmul_weights += config.vocab_size * config.hidden_size
     return matmul_weights * dtypes(train).compute
 
 

@@ -52,12 +52,15 @@ def quantizable_weight_params(config: ModelConfig) -> int:
     weight. Biases, norms, embeddings, the lm_head (kept by ``get_keys_to_not_convert``) and
     Mixtral's 3-D expert tensors (``nn.Parameter``, not ``nn.Linear``) stay in floating point."""
     arch = architecture(config)
+    if not arch.bnb_quantizable:
+        return 0
     return config.num_hidden_layers * sum(lin.weight_params for lin in arch.linears)
 
 
 def quantized_tensor_count(config: ModelConfig) -> int:
     """Number of quantized weight tensors (each carries its own quantization state)."""
-    return config.num_hidden_layers * len(architecture(config).linears)
+    arch = architecture(config)
+    return config.num_hidden_layers * len(arch.linears) if arch.bnb_quantizable else 0
 
 
 def largest_param_numel(config: ModelConfig) -> int:

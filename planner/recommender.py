@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from planner import rules, snippets
+from planner.architecture import dropout_allowed
 from planner.architecture import peft_target_modules
 from planner.calibration import Calibration, cached_calibration
 from planner.catalog import gpu_profiles, load_gpu, load_model
@@ -272,7 +273,8 @@ class Search:
             rank=rank,
             alpha=rules.alpha_for(rank),
             targets=(targets or "all-linear",),
-            lora_dropout=0.0 if full else rules.lora_dropout(self.params_b),
+            lora_dropout=0.0 if full or not dropout_allowed(self.profile.config, (targets or "all-linear",))
+            else rules.lora_dropout(self.params_b),
             micro_batch=mb,
             seq_len=self.request.seq_len,
             grad_accum=self.request.effective_batch // mb,

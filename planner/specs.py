@@ -123,7 +123,8 @@ class TrainSpec(Frozen):
     rank: int = Field(default=16, gt=0)
     alpha: float = Field(default=32.0, gt=0)
     targets: tuple[str, ...] = ("all-linear",)
-    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
+    lora_dropout: float | None = Field(default=None, ge=0, lt=1)
+    """None: 0.05, or 0 where PEFT requires it (see ``planner.architecture.lora_dropout``)."""
     dora: bool = False
     micro_batch: int = Field(default=1, gt=0)
     seq_len: int = Field(default=2048, gt=0)
@@ -133,7 +134,7 @@ class TrainSpec(Frozen):
     attn: Attn = Attn.SDPA
     dtype: DType = DType.BF16
     fp32_master: bool = False
-    """Full fine-tuning only: keep fp32 weights and autocast to ``dtype`` (mixed precision) instead of pure ``dtype``."""
+    """LoRA / full: keep the weights in fp32 and autocast to ``dtype`` (mixed precision) instead of pure ``dtype``."""
     double_quant: bool = True
     """QLoRA only: bitsandbytes ``bnb_4bit_use_double_quant``."""
     quant_bits: int = Field(default=4, ge=4, le=8, multiple_of=4)

@@ -50,8 +50,8 @@ def compute_dtype(spec: TrainSpec) -> torch.dtype:
 
 def load_dtype(spec: TrainSpec) -> torch.dtype:
     """The dtype weights are created in."""
-    if spec.method is Method.FULL and spec.fp32_master:
-        return torch.float32
+    if spec.method is not Method.QLORA and spec.fp32_master:
+        return torch.float32  # fp32 weights, bf16 autocast (Trainer bf16=True on an fp32 model)
     return compute_dtype(spec)
 
 
@@ -126,14 +126,15 @@ def lora_config(raw: dict[str, Any], spec: TrainSpec) -> Any:
     """The ``peft.LoraConfig`` for ``spec``; targets resolved like the estimator's."""
     from peft import LoraConfig
 
-    from planner.architecture import peft_target_modules
+    from planner.architecture import lora_dropout, peft_target_modules
     from planner.catalog import normalize_config
 
+    config = normalize_config(raw)
     return LoraConfig(
         r=spec.rank,
         lora_alpha=spec.alpha,
-        lora_dropout=spec.lora_dropout,
-        target_modules=peft_target_modules(normalize_config(raw), spec.targets),
+        lora_dropout=lora_dropout(config, spec.targets, spec.lora_dropout),
+        target_modules=peft_target_modules(config, spec.targets),
         use_dora=spec.dora,
         bias="none",
         task_type="CAUSAL_LM",

@@ -1,0 +1,61 @@
+"""Issue #3 CI check: the estimator's ``peak_gib.allocated`` within 10% of the CPU trace's peak.
+
+Real configs (no reduced layers): Llama-3-8B LoRA / QLoRA / full at seq 512 and 2048, with and
+without gradient checkpointing, and Mixtral-8x7B LoRA (PEFT's ``all-linear`` adapts the expert
+tensors, which takes no dropout). Micro-batch 1, rank 16, AdamW. A per-case table is printed at
+the end of the module (``pytest -s`` or the terminal summary).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import needs_torch_stack
+
+pytestmark = [needs_torch_stack, pytest.mark.trace]
+
+TOLERANCE = 0.10
+ROWS: list[str] = []
+
+CASES = [
+    ("llama-3-8b", method, seq, ckpt, {})
+    for method in ("lora", "qlora", "full")
+    for seq in (512, 2048)
+    for ckpt in (True, False)
+] + [
+    ("mixtral-8x7b", "lora", 2048, True, {"lora_dropout": 0.0}),
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def table(request):
+    yield
+    header = f"{'model':14s} {'method':6s} {'seq':>5s} {'ckpt':>5s} {'traced':>8s} {'estimate':>9s} {'error':>7s}  phases"
+    lines = ["", "estimator vs CPU trace (peak allocated, GiB)", header, *ROWS]
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:
+        with capture.global_and_fixture_disabled():
+            print("\n".join(lines))
+    else:  # pragma: no cover
+        print("\n".join(lines))
+
+
+@pytest.mark.parametrize(("model", "method", "seq", "ckpt", "extra"), CASES,
+                         ids=[f"{m}-{me}-{s}-{'ckpt' if c else 'nockpt'}" for m, me, s, c, _ in CASES])
+def test_estimate_within_10pct_of_trace(model: str, method: str, seq: int, ckpt: bool, extra: dict) -> None:
+    from planner.catalog import raw_config
+    from planner.estimator import estimate
+    from planner.specs import GIB, Method, TrainSpec
+    from probes.trace import run_trace
+
+    spec = TrainSpec(method=Method(method), seq_len=seq, micro_batch=1, rank=16, grad_ckpt=ckpt, **extra)
+    run = run_trace(raw_config(model), spec)
+    traced = run.peak_bytes / GIB
+    est = estimate(model, spec)
+    err = (est.peak_gib.allocated - traced) / traced
+    ROWS.append(f"{model:14s} {method:6s} {seq:5d} {str(ckpt):>5s} {traced:8.3f} {est.peak_gib.allocated:9.3f} "
+                f"{err * 100:+6.1f}%  trace={run.detail.peak_phase} est={est.peak_phase}")
+    assert abs(err) <= TOLERANCE, (
+        f"estimate {est.peak_gib.allocated:.3f} GiB vs traced {traced:.3f} GiB; traced split at peak "
+        f"{run.detail.at_peak_gib.model_dump()}; estimate components {est.memory_gib.model_dump()}"
+    )
