@@ -24,6 +24,17 @@ CASES = [
     for ckpt in (True, False)
 ] + [
     ("mixtral-8x7b", "lora", 2048, True, {"lora_dropout": 0.0}),
+] + [
+    # Regression cases for behaviour the trace revealed (see planner/memory.py and estimator.py).
+    ("llama-3.2-1b", "full", 512, True, {"optim": "adamw-8bit"}),  # Trainer: 32-bit embedding state
+    ("llama-3.2-1b", "full", 512, True, {"optim": "adafactor"}),  # four fp32 copies inside step()
+    ("qwen2.5-0.5b", "full", 512, True, {}),  # tied embeddings: two gradients before the sum
+    ("llama-3.2-1b", "lora", 512, True, {"fp32_master": True}),  # per-op casts of frozen fp32 weights
+    ("gpt2", "lora", 512, False, {}),  # gelu_new's pow in fp32 under autocast
+    ("falcon-7b", "lora", 512, False, {}),  # SDPA math kernel (1 k/v head, no enable_gqa)
+    ("falcon-7b", "qlora", 512, True, {}),  # FalconLinear is not quantized by transformers
+    ("gemma-2-2b", "lora", 512, True, {"attn": "eager"}),  # softcapping, 4 norms, eager scores
+    ("qwen2.5-7b", "qlora", 1024, True, {}),  # q/k/v biases, fp32 stream
 ]
 
 
