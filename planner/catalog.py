@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from planner.errors import ConfigError, OfflineError, PlannerError, unknown
+from planner.errors import ConfigError, OfflineError, unknown
 from planner.specs import GpuProfile, ModelConfig, ModelProfile
 
 # --------------------------------------------------------------------------- files
@@ -267,9 +267,3 @@ def match_gpu(device_name: str, total_memory_gib: float) -> GpuProfile | None:
             if best is None or abs(gpu.memory_gib - total_memory_gib) < abs(best.memory_gib - total_memory_gib):
                 best = gpu
     return best
-
-
-def require(condition: bool, message: str) -> None:
-    """Raise a one-line :class:`PlannerError` unless ``condition``."""
-    if not condition:
-        raise PlannerError(message)

@@ -70,6 +70,9 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="LoRA/full: fp32 weights with --dtype autocast (mixed precision) instead of pure --dtype."),
         click.option("--double-quant/--no-double-quant", default=True, show_default=True,
                      help="QLoRA: bitsandbytes double quantization of the NF4 constants."),
+        click.option("--kbit-prepare/--no-kbit-prepare", default=True, show_default=True,
+                     help="QLoRA: peft.prepare_model_for_kbit_training (fp32 embeddings, lm_head and norms); "
+                          "current TRL SFTTrainer skips it (16-bit)."),
         click.option("--quant-bits", type=click.Choice(["4", "8"]), default="4", show_default=True,
                      help="QLoRA base weights: 4 = NF4 (load_in_4bit), 8 = LLM.int8 (load_in_8bit)."),
     ]
@@ -107,4 +110,5 @@ def train_spec(**values: Any) -> TrainSpec:
         fp32_master=values["fp32_master"],
         double_quant=values["double_quant"],
         quant_bits=int(values.get("quant_bits") or 4),
+        kbit_prepare=values.get("kbit_prepare", True),
     )

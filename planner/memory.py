@@ -94,9 +94,11 @@ def dtypes(train: TrainSpec) -> Dtypes:
     c = train.dtype.bytes_per_element
     autocast = train.dtype is not DType.FP32
     if train.method is Method.QLORA:
-        # [KBIT]: everything not quantized becomes fp32, so the embeddings feed an fp32 residual stream.
+        # [KBIT]: everything not quantized becomes fp32, so the embeddings feed an fp32 residual stream;
+        # without it (current TRL SFTTrainer) they stay in the loaded 16-bit dtype.
         linear = nf4_bytes_per_param(train.double_quant) if train.quant_bits == 4 else 1.0  # [BNB-int8]
-        return Dtypes(c, FP32_BYTES, FP32_BYTES, linear, FP32_BYTES, autocast, True)
+        other = FP32_BYTES if train.kbit_prepare else c
+        return Dtypes(c, other, other, linear, FP32_BYTES, autocast, True)
     if train.method is Method.LORA:
         # [PEFT-cast]: adapters (the trainable params) are fp32. --fp32-master: base kept in fp32.
         base = FP32_BYTES if train.fp32_master else c
@@ -535,10 +537,6 @@ def qlora_dequant_transient_bytes(config: ModelConfig, train: TrainSpec) -> floa
     if train.method is not Method.QLORA or train.quant_bits != 4:
         return 0.0
     return max(lin.weight_params for lin in architecture(config).linears) * dtypes(train).compute
-
-
-def arch_of(config: ModelConfig) -> Architecture:
-    return architecture(config)
 
 
 def lm_head_grad_bytes(config: ModelConfig, train: TrainSpec) -> float:

@@ -137,6 +137,9 @@ class TrainSpec(Frozen):
     """LoRA / full: keep the weights in fp32 and autocast to ``dtype`` (mixed precision) instead of pure ``dtype``."""
     double_quant: bool = True
     """QLoRA only: bitsandbytes ``bnb_4bit_use_double_quant``."""
+    kbit_prepare: bool = True
+    """QLoRA only: ``peft.prepare_model_for_kbit_training`` (upcasts every non-quantized param to fp32), as
+    the QLoRA scripts and most training code call it; current TRL ``SFTTrainer`` does not."""
     quant_bits: int = Field(default=4, ge=4, le=8, multiple_of=4)
     """QLoRA only: 4 (NF4, ``load_in_4bit``) or 8 (LLM.int8, ``load_in_8bit``) base weights."""
 

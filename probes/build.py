@@ -146,7 +146,8 @@ def prepare(model: nn.Module, raw: dict[str, Any], spec: TrainSpec) -> nn.Module
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     with _quiet():
-        if spec.method is Method.QLORA:
+        kbit = spec.method is Method.QLORA and spec.kbit_prepare
+        if kbit:
             model = prepare_model_for_kbit_training(
                 model, use_gradient_checkpointing=spec.grad_ckpt, gradient_checkpointing_kwargs=dict(GC_KWARGS)
             )
@@ -159,7 +160,7 @@ def prepare(model: nn.Module, raw: dict[str, Any], spec: TrainSpec) -> nn.Module
                     hint = (" (PEFT adapts the MoE expert tensors as parameters, which cannot take dropout: use "
                             "--lora-dropout 0, or --targets attn)")
                 raise PlannerError(f"PEFT could not apply LoRA: {str(err).splitlines()[0]}{hint}") from None
-        if spec.grad_ckpt and spec.method is not Method.QLORA:
+        if spec.grad_ckpt and not kbit:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(GC_KWARGS))
         model.train()
     return model

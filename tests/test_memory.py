@@ -36,6 +36,13 @@ def test_weights_by_method() -> None:
     assert memory.weight_bytes(CFG, qlora) == QUANTIZED * 0.5625 + OTHER * 4.0
 
 
+def test_qlora_without_kbit_prepare_keeps_16bit() -> None:
+    # Current TRL SFTTrainer does not call prepare_model_for_kbit_training: embeddings, lm_head, norms stay bf16.
+    spec = TrainSpec(method=Method.QLORA, double_quant=False, kbit_prepare=False)
+    assert memory.weight_bytes(CFG, spec) == QUANTIZED * 0.5625 + OTHER * 2.0
+    assert memory.logits_memory(CFG, spec).saved_weight_bytes == 0.0  # no fp32 lm_head to cast
+
+
 def test_adapters_gradients_optimizer_lora() -> None:
     spec = TrainSpec(method=Method.LORA, rank=16)
     assert memory.adapter_bytes(CFG, spec) == LORA_ALL * 4.0  # fp32 adapters

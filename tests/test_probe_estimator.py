@@ -35,6 +35,7 @@ CASES = [
     ("falcon-7b", "qlora", 512, True, {}),  # FalconLinear is not quantized by transformers
     ("gemma-2-2b", "lora", 512, True, {"attn": "eager"}),  # softcapping, 4 norms, eager scores
     ("qwen2.5-7b", "qlora", 1024, True, {}),  # q/k/v biases, fp32 stream
+    ("llama-3-8b", "qlora", 1024, False, {"kbit_prepare": False}),  # TRL SFTTrainer: 16-bit embeddings/norms
 ]
 
 
