@@ -198,20 +198,52 @@ def _load_json_file(path: Path) -> dict[str, Any]:
 
 
 def _fetch_hub_config(repo_id: str) -> dict[str, Any]:
-    """Download only ``config.json`` from the hub (cached by huggingface_hub); never runs remote code."""
+    """``config.json`` of a hub repo: the huggingface_hub cache first, then one download (only that file;
+    never remote code). Offline (``HF_HUB_OFFLINE=1`` or the hub unreachable) fails at once with one line
+    instead of huggingface_hub's retry loop."""
+    import logging
+    import os
+
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:  # pragma: no cover - huggingface_hub is a base dependency
         raise OfflineError(f"model {repo_id!r} is not a shipped profile and huggingface_hub is not installed") from None
+    hint = f"pass a local config.json or one of: {', '.join(model_names()[:6])}, ..."
+    try:
+        return _load_json_file(Path(hf_hub_download(repo_id=repo_id, filename="config.json", local_files_only=True)))
+    except Exception:  # not cached (or not a valid repo id): go online below
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"} or not _hub_reachable():
+        raise OfflineError(f"could not fetch config.json for {repo_id!r}: the hub is not reachable (offline); {hint}")
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
     try:
         path = hf_hub_download(repo_id=repo_id, filename="config.json")
-    except Exception as err:  # network, auth, 404: all become one line
-        reason = type(err).__name__
-        raise OfflineError(
-            f"could not fetch config.json for {repo_id!r} from the hub ({reason}); "
-            f"pass a local config.json or one of: {', '.join(model_names()[:6])}, ..."
-        ) from None
+    except Exception as err:  # 404, gated, auth, network: one line
+        reason = {
+            "RepositoryNotFoundError": "no such repository (or it is private)",
+            "GatedRepoError": "the repository is gated: log in with `hf auth login` after accepting its terms",
+            "EntryNotFoundError": "the repository has no config.json",
+        }.get(type(err).__name__, type(err).__name__)
+        raise OfflineError(f"could not fetch config.json for {repo_id!r} from the hub ({reason}); {hint}") from None
+    finally:
+        hub_logger.setLevel(level)
     return _load_json_file(Path(path))
+
+
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the hub endpoint accepts a TCP connection (DNS failure or no route -> False, quickly)."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 # --------------------------------------------------------------------------- GPUs

@@ -156,6 +156,12 @@ def estimate(
         headroom = usable_gib(gpu_profile) - peak.device
         fits = headroom >= 0
     warnings = []
+    if train.method is Method.QLORA and architecture(cfg).expert_params:
+        warnings.append(
+            "transformers 5 stores MoE experts as 3-D parameters, which bitsandbytes does not quantize: only the "
+            "attention layers are 4-bit, the experts stay floating point"
+            + (" (fp32 after prepare_model_for_kbit_training)" if train.kbit_prepare else "")
+        )
     if train.method is Method.QLORA and not architecture(cfg).bnb_quantizable:
         warnings.append(
             f"transformers quantizes only exact nn.Linear modules; {cfg.model_type}'s linear layers are a subclass "

@@ -122,3 +122,23 @@ def test_calibration_file(tmp_path: Path) -> None:
     assert calibrated["peak_gib"]["reserved"] == pytest.approx(alloc * 1.1, rel=1e-3)
     assert calibrated["peak_gib"]["device"] == pytest.approx(alloc * 1.1 + 1.0, rel=1e-3)
     assert base["peak_gib"]["allocated"] == pytest.approx(alloc)
+
+
+def test_hub_id_uses_cached_config_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import huggingface_hub
+
+    cached = tmp_path / "config.json"
+    cached.write_text(json.dumps(raw_config("qwen2.5-0.5b")))
+    calls = []
+
+    def from_cache(repo_id, filename, local_files_only=False, **kwargs):
+        calls.append(local_files_only)
+        assert local_files_only, "a cached config must not trigger a download"
+        return str(cached)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", from_cache)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data = json.loads(run("estimate", "someorg/cached-model", "--json").output)
+    assert data["model"] == "someorg/cached-model"
+    assert data["params"]["total"] == 494_032_768
+    assert calls == [True]
