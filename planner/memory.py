@@ -45,7 +45,6 @@ from planner.architecture import Architecture, Linear, architecture, lora_dropou
 from planner.catalog import runtime_constants
 from planner.params import (
     adapter_params,
-    largest_param_numel,
     quantizable_weight_params,
     quantized_tensor_count,
     stacked_rank,
@@ -141,30 +140,49 @@ def gradient_bytes(config: ModelConfig, train: TrainSpec) -> float:
     return trainable_params(config, train) * dtypes(train).trainable
 
 
-def _trainable_tensor_sizes(config: ModelConfig, train: TrainSpec) -> list[tuple[int, int, bool]]:
-    """(numel, count, is_embedding) of each kind of trainable tensor, for optimizer size rules."""
+@dataclass(frozen=True)
+class TrainableTensor:
+    """One kind of trainable tensor: its shape, how many there are, and whether it is an ``nn.Embedding`` weight."""
+
+    shape: tuple[int, ...]
+    count: int
+    embedding: bool = False
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for dim in self.shape:
+            n *= dim
+        return n
+
+
+def _trainable_tensors(config: ModelConfig, train: TrainSpec) -> list[TrainableTensor]:
+    """Every trainable tensor by shape, for the optimizers' per-tensor rules (8-bit thresholds, factoring)."""
     layers = config.num_hidden_layers
+    h, i, e = config.hidden_size, config.intermediate_size, config.num_local_experts
     if train.method is Method.FULL:
         arch = architecture(config)
-        sizes = [(lin.weight_params, layers, False) for lin in arch.linears]
-        sizes += [(lin.out_features, layers, False) for lin in arch.linears if lin.bias]
-        sizes += [(config.hidden_size, layers * arch.norms_per_layer * (2 if arch.norm_has_bias else 1), False)]
-        if arch.expert_params:
-            sizes += [(arch.expert_params // 3, 3 * layers, False), (arch.router_params, layers, False)]
-        token_embed = config.vocab_size * config.hidden_size
-        sizes += [(token_embed, 1, True), (arch.final_norm_params, 1, False)]
+        norm_tensors = 2 if arch.norm_has_bias else 1  # LayerNorm weight and bias
+        tensors = [TrainableTensor((lin.out_features, lin.in_features), layers) for lin in arch.linears]
+        tensors += [TrainableTensor((lin.out_features,), layers) for lin in arch.linears if lin.bias]
+        tensors += [TrainableTensor((h,), layers * arch.norms_per_layer * norm_tensors)]
+        if arch.expert_params:  # MixtralExperts gate_up_proj (E, 2i, h), down_proj (E, h, i); router (E, h)
+            tensors += [TrainableTensor((e, 2 * i, h), layers), TrainableTensor((e, h, i), layers),
+                        TrainableTensor((e, h), layers)]
+        token_embed = config.vocab_size * h
+        tensors += [TrainableTensor((config.vocab_size, h), 1, embedding=True), TrainableTensor((h,), norm_tensors)]
         if arch.embed_params > token_embed:  # GPT-2 learned positions (an nn.Embedding too)
-            sizes += [(arch.embed_params - token_embed, 1, True)]
+            tensors += [TrainableTensor(((arch.embed_params - token_embed) // h, h), 1, embedding=True)]
         if arch.lm_head_params:
-            sizes += [(arch.lm_head_params, 1, False)]
-        return sizes
-    sizes = []
+            tensors += [TrainableTensor((config.vocab_size, h), 1)]
+        return tensors
+    tensors = []
     for lin in resolve_targets(config, train.targets):
         r = stacked_rank(lin, train.rank)
-        sizes += [(r * lin.in_features, layers, False), (r * lin.out_features, layers, False)]
+        tensors += [TrainableTensor((r, lin.in_features), layers), TrainableTensor((lin.out_features, r), layers)]
         if train.dora:
-            sizes += [(lin.out_features, layers, False)]
-    return sizes
+            tensors += [TrainableTensor((lin.out_features,), layers)]
+    return tensors
 
 
 @dataclass(frozen=True)
@@ -199,10 +217,11 @@ def optimizer_memory(config: ModelConfig, train: TrainSpec) -> OptimizerMemory:
     paged_min = consts["paged_min_numel"] if optim.paged else None
     eight_bit = optim in (Optim.ADAMW_8BIT, Optim.PAGED_ADAMW_8BIT)
     state = paged = 0.0
-    for numel, count, embedding in _trainable_tensor_sizes(config, train):
+    for t in _trainable_tensors(config, train):
+        numel, count = t.numel, t.count
         # transformers Trainer.create_optimizer: for bitsandbytes 8-bit optimizers every nn.Embedding
         # weight gets ``register_module_override(module, "weight", {"optim_bits": 32})``.
-        if eight_bit and numel >= min_8bit and not embedding:
+        if eight_bit and numel >= min_8bit and not t.embedding:
             per_param = 2 * (1.0 + FP32_BYTES / block)  # uint8 state1/state2 + fp32 absmax per block
         else:
             per_param = 2 * FP32_BYTES
@@ -223,24 +242,14 @@ def _adafactor(config: ModelConfig, train: TrainSpec) -> OptimizerMemory:
     """
     state = 0.0
     largest = 0
-    for numel, count, _ in _trainable_tensor_sizes(config, train):
-        largest = max(largest, numel)
-        state += count * numel * FP32_BYTES  # vectors: full second moment
-    if train.method is Method.FULL:
-        arch = architecture(config)
-        layers = config.num_hidden_layers
-        state = 0.0
-        for lin in arch.linears:  # factored matrices
-            state += layers * (lin.in_features + lin.out_features) * FP32_BYTES
-            state += layers * (lin.out_features if lin.bias else 0) * FP32_BYTES
-        state += layers * arch.norm_params * FP32_BYTES + arch.final_norm_params * FP32_BYTES
-        state += (config.vocab_size + config.hidden_size) * FP32_BYTES * (1 if config.tie_word_embeddings else 2)
-        largest = largest_param_numel(config)
-    else:
-        state = 0.0
-        for lin in resolve_targets(config, train.targets):  # lora_A (r, in) and lora_B (out, r): rows + columns
-            r = stacked_rank(lin, train.rank)
-            state += config.num_hidden_layers * (2 * r + lin.in_features + lin.out_features) * FP32_BYTES
+    for t in _trainable_tensors(config, train):
+        largest = max(largest, t.numel)
+        if len(t.shape) >= 2:  # Adafactor._get_options: factored when ndim >= 2
+            rows = t.numel // t.shape[-1]  # exp_avg_sq_row: shape[:-1]
+            cols = t.numel // t.shape[-2]  # exp_avg_sq_col: shape[:-2] + shape[-1:]
+            state += t.count * (rows + cols) * FP32_BYTES
+        else:
+            state += t.count * t.numel * FP32_BYTES
     # Adafactor.step holds fp32 grad, fp32 param, grad**2 + eps and the update together (the first two
     # are copies only for 16-bit params).
     copies = 4.0 if dtypes(train).trainable < FP32_BYTES else 2.0
@@ -374,6 +383,7 @@ def activations(config: ModelConfig, train: TrainSpec) -> Activations:
     else:
         n2_saved, n2_out = norm_saved()
         per_token += n2_saved
+    act_b = _linear_out_bytes(d, n2_out, quantized)  # MLP intermediates (up/gate outputs) and their gradients
     expert_weight_bytes = 0.0
     if arch.expert_params:
         per_token += _moe_saved_per_token(config, d, n2_out)
@@ -383,7 +393,6 @@ def activations(config: ModelConfig, train: TrainSpec) -> Activations:
         up_group, down = mlp_lins[:-1], mlp_lins[-1]
         per_token += linears_saved(up_group, n2_out)
         inter = float(config.intermediate_size)
-        act_b = _linear_out_bytes(d, n2_out, quantized)
         if arch.gated_mlp:
             # act_fn(gate) saves gate; act * up saves both factors: gate, act(gate), up.
             per_token += 3 * inter * act_b
@@ -415,11 +424,10 @@ def activations(config: ModelConfig, train: TrainSpec) -> Activations:
     # Backward of one layer: the incoming residual gradient and the branch gradient (stream dtype),
     # plus the larger of the MLP's three intermediate gradients and attention's dq/dk/dv with the
     # fp32 dq accumulator [FA-bwd].
-    inter_b = _linear_out_bytes(d, n2_out, quantized)
     ffn = float(config.intermediate_size)
     if arch.expert_params:
         ffn *= config.num_experts_per_tok
-    mlp_bwd = 3 * ffn * inter_b
+    mlp_bwd = 3 * ffn * act_b
     attn_bwd = c * (q_dim + 2 * kv_dim) + FP32_BYTES * q_dim
     bwd = tokens * (2 * h * d.stream + max(mlp_bwd, attn_bwd))
 

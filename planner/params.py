@@ -61,10 +61,3 @@ def quantized_tensor_count(config: ModelConfig) -> int:
     """Number of quantized weight tensors (each carries its own quantization state)."""
     arch = architecture(config)
     return config.num_hidden_layers * len(arch.linears) if arch.bnb_quantizable else 0
-
-
-def largest_param_numel(config: ModelConfig) -> int:
-    """Elements of the largest single parameter tensor (embedding, lm_head, or a layer weight)."""
-    arch = architecture(config)
-    per_expert = arch.expert_params // 3 * 2 if arch.expert_params else 0  # gate_up_proj (E, 2i, h)
-    return max([arch.embed_params, arch.lm_head_params, per_expert, *(lin.weight_params for lin in arch.linears)])
