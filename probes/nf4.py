@@ -33,27 +33,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-NF4_BLOCKSIZE = 64
-"""``Params4bit`` / ``quantize_4bit`` default block size (weights per fp32 absmax)."""
-NESTED_BLOCKSIZE = 256
-"""``quantize_blockwise`` block size for the double-quantized absmax."""
 DYNAMIC_CODE_SIZE = 256
 NF4_CODE_SIZE = 16
 
 
 def quant_constants() -> tuple[int, int]:
-    """(NF4 block size, nested block size) from ``profiles/runtime.json`` with bitsandbytes' defaults."""
-    try:
-        from planner.catalog import runtime_constants
+    """(NF4 block size, nested block size): ``quantize_4bit``'s weights per absmax and ``quantize_blockwise``'s
+    absmax values per fp32 absmax, from ``profiles/runtime.json`` (one source with the estimator)."""
+    from planner.catalog import runtime_constants
 
-        nf4 = runtime_constants().get("nf4", {})
-    except Exception:  # runtime.json absent or unreadable: bitsandbytes' own defaults
-        nf4 = {}
-    block = nf4.get("blocksize", NF4_BLOCKSIZE) if isinstance(nf4, dict) else NF4_BLOCKSIZE
-    nested = (nf4.get("double_quant_blocksize", NESTED_BLOCKSIZE) if isinstance(nf4, dict) else NESTED_BLOCKSIZE)
-    return int(block if isinstance(block, (int, float)) else NF4_BLOCKSIZE), int(
-        nested if isinstance(nested, (int, float)) else NESTED_BLOCKSIZE
-    )
+    nf4 = runtime_constants()["nf4"]
+    return int(nf4["blocksize"]), int(nf4["double_quant_blocksize"])
 
 
 class _QuantState:

@@ -15,16 +15,19 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from planner.catalog import runtime_constants
 from planner.specs import Optim
 
 LR = 5e-5
 """``TrainingArguments.learning_rate`` default."""
-BNB_BLOCKSIZE = 256
-"""``Optimizer2State.init_state``: one fp32 absmax per 256 elements of 8-bit state."""
-BNB_MIN_8BIT_SIZE = 4096
-"""Parameters with fewer elements keep 32-bit state (``min_8bit_size``)."""
-BNB_MIN_PAGED_NUMEL = 1e5
-"""``Optimizer8bit.get_state_buffer``: smaller states are ordinary device tensors even when paged."""
+# bitsandbytes 8-bit optimizer constants, one source with the estimator (profiles/runtime.json, cited there):
+# ``Optimizer2State.init_state`` keeps one fp32 absmax per ``blocksize`` elements of 8-bit state; parameters
+# under ``min_8bit_size`` keep 32-bit state; ``Optimizer8bit.get_state_buffer`` pages only states of at
+# least ``paged_min_numel`` elements.
+_BNB = runtime_constants()["bnb_8bit_optimizer"]
+BNB_BLOCKSIZE = int(_BNB["blocksize"])
+BNB_MIN_8BIT_SIZE = int(_BNB["min_8bit_size"])
+BNB_MIN_PAGED_NUMEL = int(_BNB["paged_min_numel"])
 
 
 def trainable(model: nn.Module) -> list[nn.Parameter]:
