@@ -86,7 +86,7 @@ class ModelConfig(Frozen):
     # Mixture of experts (0 = dense).
     num_local_experts: int = 0
     num_experts_per_tok: int = 0
-    # Family specifics (read by planner.architecture only).
+    # Family specifics (read by planner.model.architecture only).
     final_logit_softcapping: float | None = None
     parallel_attn: bool = False
     new_decoder_architecture: bool = False
@@ -124,7 +124,7 @@ class TrainSpec(Frozen):
     alpha: float = Field(default=32.0, gt=0)
     targets: tuple[str, ...] = ("all-linear",)
     lora_dropout: float | None = Field(default=None, ge=0, lt=1)
-    """None: 0.05, or 0 where PEFT requires it (see ``planner.architecture.lora_dropout``)."""
+    """None: 0.05, or 0 where PEFT requires it (see ``planner.model.architecture.lora_dropout``)."""
     dora: bool = False
     micro_batch: int = Field(default=1, gt=0)
     seq_len: int = Field(default=2048, gt=0)

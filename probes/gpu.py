@@ -23,7 +23,7 @@ WARMUP_STEPS = 1
 
 
 class ProbeEvents(Protocol):
-    """Progress callbacks (rendered by ``planner.render.probe``; no-ops by default)."""
+    """Progress callbacks (rendered by ``planner.cli.render.probe``; no-ops by default)."""
 
     def phase(self, name: str) -> None: ...
 

@@ -61,7 +61,7 @@ def environment(argv: list[str], gpu: str | None = None, driver: str | None = No
 
 
 def _estimate(model: str, spec: TrainSpec, gpu: GpuProfile | None) -> Estimate:
-    from planner.api import estimate_with_advice
+    from planner.estimator.api import estimate_with_advice
 
     return estimate_with_advice(model, spec, gpu.name if gpu else None)
 
@@ -74,7 +74,7 @@ def _estimate_json(est: Estimate) -> dict[str, Any]:
 
 def _estimated_components(model: str, spec: TrainSpec) -> dict[str, float]:
     """Estimator terms that a probe can read directly (GiB)."""
-    from planner import memory
+    from planner.memory import terms as memory
     from planner.catalog import load_model
 
     cfg = load_model(model).config
@@ -90,7 +90,7 @@ def _estimated_components(model: str, spec: TrainSpec) -> dict[str, float]:
 def _max_batch_estimate(model: str, spec: TrainSpec, gpu: GpuProfile | None) -> int | None:
     if gpu is None:
         return None
-    from planner.estimator import estimate
+    from planner.estimator.core import estimate
 
     return estimated_max_batch(lambda b: bool(estimate(model, spec.model_copy(update={"micro_batch": b}), gpu).fits))
 
@@ -105,7 +105,7 @@ def run_trace_probe(req: ProbeRequest, on_try: Callable[[int], None] | None = No
     the estimate's overhead beyond allocated memory (allocator reserve, CUDA context) fits that GPU.
     """
     from planner.catalog import load_gpu, raw_config
-    from planner.estimator import usable_gib
+    from planner.estimator.core import usable_gib
     from probes.trace import run_trace
 
     gpu = load_gpu(req.gpu) if req.gpu else None

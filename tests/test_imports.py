@@ -17,7 +17,7 @@ def _imported_after(code: str) -> list[str]:
 
 
 def test_planner_import_is_light() -> None:
-    assert _imported_after("import planner, planner.cli, planner.cli_probe") == []
+    assert _imported_after("import planner, planner.cli, planner.cli.probe") == []
 
 
 def test_estimate_does_not_import_heavy_modules() -> None:

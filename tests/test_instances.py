@@ -12,11 +12,11 @@ from planner import load_instances, plan_instances
 from planner.catalog import load_gpu
 from planner.cli import cli
 from planner.errors import PlannerError
-from planner.instances import ENV_VAR
+from planner.recommender.catalogue import ENV_VAR
 
-if "instances" not in cli.commands:  # cli._register() skips everything while planner.cli_probe is missing
-    from planner.cli_recommend import instances as _instances_cmd
-    from planner.cli_recommend import recommend as _recommend_cmd
+if "instances" not in cli.commands:  # cli._register() skips everything while planner.cli.probe is missing
+    from planner.cli.recommend import instances as _instances_cmd
+    from planner.cli.recommend import recommend as _recommend_cmd
 
     cli.add_command(_recommend_cmd)
     cli.add_command(_instances_cmd)

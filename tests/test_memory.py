@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from planner import memory
+from planner.memory import terms as memory
 from planner.catalog import load_model
-from planner.estimator import estimate
+from planner.estimator.core import estimate
 from planner.specs import GIB, Attn, Method, Optim, TrainSpec
 from tests.conftest import needs_torch_stack
 

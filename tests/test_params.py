@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from planner.architecture import peft_target_modules
+from planner.model.architecture import peft_target_modules
 from planner.catalog import load_model, model_names, raw_config
-from planner.params import param_counts, total_params
+from planner.model.params import param_counts, total_params
 from planner.specs import Method, TrainSpec
 from tests.conftest import needs_torch_stack
 
@@ -41,7 +41,7 @@ def test_total_matches_transformers(name: str) -> None:
 
 
 def _target_sets(name: str) -> list[tuple[str, ...]]:
-    from planner.architecture import architecture
+    from planner.model.architecture import architecture
 
     arch = architecture(load_model(name).config)
     sets = [("all-linear",), ("attn",)]

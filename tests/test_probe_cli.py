@@ -90,7 +90,7 @@ def test_trace_find_max_batch_needs_a_gpu_profile(tiny_config) -> None:
 def test_render_gpu_result_and_detected_gpus() -> None:
     from rich.console import Console
 
-    from planner.render.probe import render_gpus, render_result
+    from planner.cli.render.probe import render_gpus, render_result
     from probes.results import (Calibration, ComponentRow, Environment, GpuDetail, GpuInfo, MaxBatch, MeasuredGiB,
                                 ProbeResult)
 
@@ -116,7 +116,7 @@ def test_render_gpu_result_and_detected_gpus() -> None:
 def test_render_out_of_memory_result() -> None:
     from rich.console import Console
 
-    from planner.render.probe import render_result
+    from planner.cli.render.probe import render_result
     from probes.results import Environment, MeasuredGiB, ProbeResult
 
     console = Console(record=True, width=140)

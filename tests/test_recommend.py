@@ -11,14 +11,14 @@ from click.testing import CliRunner
 from planner import recommend
 from planner.catalog import load_gpu, load_model
 from planner.cli import cli
-from planner.estimator import estimate, usable_gib
-from planner.recommender import Request, Search, make_request, select
-from planner.rules import Task, learning_rate, recommended_rank
+from planner.estimator.core import estimate, usable_gib
+from planner.recommender.core import Request, Search, make_request, select
+from planner.recommender.rules import Task, learning_rate, recommended_rank
 from planner.specs import Method, Optim
 
-if "recommend" not in cli.commands:  # cli._register() skips everything while planner.cli_probe is missing
-    from planner.cli_recommend import instances as _instances_cmd
-    from planner.cli_recommend import recommend as _recommend_cmd
+if "recommend" not in cli.commands:  # cli._register() skips everything while planner.cli.probe is missing
+    from planner.cli.recommend import instances as _instances_cmd
+    from planner.cli.recommend import recommend as _recommend_cmd
 
     cli.add_command(_recommend_cmd)
     cli.add_command(_instances_cmd)
@@ -135,7 +135,7 @@ def test_bad_input_is_a_planner_error() -> None:
 def test_detect_without_gpu_is_a_clear_error(monkeypatch) -> None:
     from planner.errors import PlannerError
 
-    import planner.recommender as R
+    import planner.recommender.core as R
 
     def no_gpu():
         raise PlannerError("no --gpu given and no GPU detected; pass --gpu (e.g. --gpu 4090)")
@@ -184,7 +184,7 @@ def test_optimizer_names_are_transformers_optimizer_names() -> None:
     pytest.importorskip("transformers")
     from transformers.training_args import OptimizerNames
 
-    from planner.snippets import OPTIM_NAMES
+    from planner.recommender.snippets import OPTIM_NAMES
 
     valid = {o.value for o in OptimizerNames}
     assert set(OPTIM_NAMES.values()) <= valid
@@ -269,7 +269,7 @@ def test_detect_reads_probe_detector(monkeypatch) -> None:
     import sys
     import types
 
-    import planner.recommender as R
+    import planner.recommender.core as R
 
     fake = types.ModuleType("probes.detect")
     fake.detect_gpus = lambda: [{"name": "NVIDIA GeForce RTX 4090", "profile": "RTX 4090"}]  # type: ignore[attr-defined]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from planner import throughput as T
+from planner.time import throughput as T
 from planner.catalog import load_gpu, load_model
 from planner.specs import Attn, Method, TrainSpec
 

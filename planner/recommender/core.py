@@ -4,10 +4,10 @@ The search is joint over method (16-bit LoRA, then QLoRA), LoRA targets (all lin
 q/v), rank (the rank the rules give for the dataset, smaller only when that does not fit), micro-batch
 (divisors of the effective batch, so gradient accumulation reaches it exactly), gradient checkpointing
 and optimizer. Every candidate's memory comes from :func:`planner.estimate` (the peak on the device must
-stay under the GPU's usable memory less ``headroom``) and its speed from :mod:`planner.throughput`.
+stay under the GPU's usable memory less ``headroom``) and its speed from :mod:`planner.time.throughput`.
 
 Pruning, all exact (memory only grows with micro-batch, and an optimizer later in
-:data:`planner.rules.OPTIM_PREFERENCE` is only worth trying when the earlier ones do not fit):
+:data:`planner.recommender.rules.OPTIM_PREFERENCE` is only worth trying when the earlier ones do not fit):
 
 - for each (method, targets, rank, checkpointing), micro-batches are tried in increasing order and the
   loop stops at the first that fits with no optimizer;
@@ -26,16 +26,16 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from planner import rules, snippets
-from planner.architecture import dropout_allowed
-from planner.architecture import peft_target_modules
+from planner.recommender import rules, snippets
+from planner.model.architecture import dropout_allowed
+from planner.model.architecture import peft_target_modules
 from planner.calibration import Calibration, cached_calibration
 from planner.catalog import gpu_profiles, load_gpu, load_model
 from planner.errors import PlannerError
-from planner.estimator import estimate, usable_gib
-from planner.instances import Instance, load_instances
-from planner.params import total_params
-from planner.rules import Task
+from planner.estimator.core import estimate, usable_gib
+from planner.recommender.catalogue import Instance, load_instances
+from planner.model.params import total_params
+from planner.recommender.rules import Task
 from planner.specs import (
     Attn,
     DType,
@@ -49,7 +49,7 @@ from planner.specs import (
     PeakGiB,
     TrainSpec,
 )
-from planner.throughput import TimeBreakdown, Utilization, time_breakdown, utilization
+from planner.time.throughput import TimeBreakdown, Utilization, time_breakdown, utilization
 
 # --------------------------------------------------------------------------- result models
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planner import memory
-from planner.architecture import architecture, lora_dropout
+from planner.memory import terms as memory
+from planner.model.architecture import architecture, lora_dropout
 from planner.calibration import Calibration
 from planner.catalog import load_gpu, load_model, runtime_constants
 from planner.specs import (
@@ -32,7 +32,7 @@ from planner.specs import (
     PeakGiB,
     TrainSpec,
 )
-from planner.params import param_counts
+from planner.model.params import param_counts
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from planner.cli_options import model_options, train_spec
+from planner.cli.options import model_options, train_spec
 from planner.errors import PlannerError
 
 INTERRUPTED_EXIT = 130
@@ -52,7 +52,7 @@ def probe(model: str | None, gpu: str | None, steps: int, find_max_batch: bool, 
     compared with uses --gpu, else the shipped profile matching the detected device.
     """
     stack = _probe_stack()
-    from planner.render import probe as render
+    from planner.cli.render import probe as render
 
     if detect:
         gpus = stack.detect.require_gpu()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from planner.advice import advise
+from planner.estimator.advice import advise
 from planner.calibration import cached_calibration, load_calibration
 from planner.catalog import load_gpu, load_model
-from planner.estimator import estimate
+from planner.estimator.core import estimate
 from planner.specs import Estimate, TrainSpec
 
 

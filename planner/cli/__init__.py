@@ -1,4 +1,4 @@
-"""``loraplan`` command line: thin click commands over the planner API; rendering in planner.render."""
+"""``loraplan`` command line: thin click commands over the planner API; rendering in planner.cli.render."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from planner.cli_options import model_options, train_spec
+from planner.cli.options import model_options, train_spec
 from planner.errors import PlannerError
 
 
@@ -67,22 +67,22 @@ def estimate_json(est: Any) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def estimate(model: str, gpu: str | None, calibrate: str | None, as_json: bool, **options: Any) -> None:
     """Estimate GPU memory of fine-tuning MODEL (name, alias, hub id, or local config.json)."""
-    from planner.api import estimate_with_advice
+    from planner.estimator.api import estimate_with_advice
 
     train = train_spec(**options)
     est = estimate_with_advice(model, train, gpu, calibrate)
     if as_json:
         emit_json(estimate_json(est))
         return
-    from planner.render.estimate import render_estimate
+    from planner.cli.render.estimate import render_estimate
 
     render_estimate(est)
 
 
 def _register() -> None:
     """Attach the commands that live in their own modules (each imports its heavy parts lazily)."""
-    from planner.cli_probe import probe
-    from planner.cli_recommend import instances, recommend
+    from planner.cli.probe import probe
+    from planner.cli.recommend import instances, recommend
 
     for command in (probe, recommend, instances):
         cli.add_command(command)

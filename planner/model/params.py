@@ -6,7 +6,7 @@ Checked in ``tests/test_params.py`` against transformers' meta-device instantiat
 
 from __future__ import annotations
 
-from planner.architecture import Linear, architecture, resolve_targets
+from planner.model.architecture import Linear, architecture, resolve_targets
 from planner.specs import Method, ModelConfig, ParamCounts, TrainSpec
 
 

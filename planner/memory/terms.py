@@ -41,9 +41,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planner.architecture import Architecture, Linear, architecture, lora_dropout, resolve_targets
+from planner.model.architecture import Architecture, Linear, architecture, lora_dropout, resolve_targets
 from planner.catalog import runtime_constants
-from planner.params import (
+from planner.model.params import (
     adapter_params,
     quantizable_weight_params,
     quantized_tensor_count,

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from planner.rules import Task
+from planner.recommender.rules import Task
 
 _METHODS = ("auto", "lora", "qlora", "full")
 
@@ -52,7 +52,7 @@ def request_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _request(values: dict[str, Any]) -> Any:
-    from planner.recommender import make_request
+    from planner.recommender.core import make_request
 
     method = values.get("method") or "auto"
     return make_request(
@@ -83,7 +83,7 @@ def recommend(model: str, gpu: str | None, prices: str | None, code: bool, as_js
 
     Nothing fitting is an answer, not an error: exit 0 with no plans and a reason.
     """
-    from planner.recommender import recommend as run
+    from planner.recommender.core import recommend as run
 
     result = run(model, gpu, request=_request(values), prices=prices)
     if as_json:
@@ -91,7 +91,7 @@ def recommend(model: str, gpu: str | None, prices: str | None, code: bool, as_js
 
         emit_json(recommendation_json(result))
         return
-    from planner.render.recommend import render_recommendation
+    from planner.cli.render.recommend import render_recommendation
 
     render_recommendation(result, show_code=code)
 
@@ -108,7 +108,7 @@ def recommend(model: str, gpu: str | None, prices: str | None, code: bool, as_js
 def instances(model: str, provider: str | None, max_price_per_hour: float | None, prices: str | None,
               show_all: bool, as_json: bool, **values: Any) -> None:
     """Where to run MODEL's fine-tuning: each cloud instance's best plan, time and cost, cheapest first."""
-    from planner.recommender import plan_instances
+    from planner.recommender.core import plan_instances
 
     report = plan_instances(
         model, request=_request(values), prices=prices,
@@ -119,7 +119,7 @@ def instances(model: str, provider: str | None, max_price_per_hour: float | None
 
         emit_json(instances_json(report))
         return
-    from planner.render.recommend import render_instances
+    from planner.cli.render.recommend import render_instances
 
     render_instances(report, show_all=show_all)
 
