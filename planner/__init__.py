@@ -30,7 +30,7 @@ _EXPORTS = {
     "model_names": "planner.catalog",
     "Attn": "planner.specs",
     "DType": "planner.specs",
-    "Estimate": "planner.specs",
+    "Estimate": "planner.results",
     "GpuProfile": "planner.specs",
     "Method": "planner.specs",
     "ModelProfile": "planner.specs",

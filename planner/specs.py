@@ -1,7 +1,7 @@
 """Typed, frozen specs shared by the estimator, the recommender, the CLI and the probes.
 
 Everything here is plain data (pydantic, frozen, ``extra="forbid"``): no I/O, no CLI objects.
-The field names of the result models are the JSON contract of ``loraplan estimate --json``.
+Results (what the estimator returns) live in :mod:`planner.results`.
 """
 
 from __future__ import annotations
@@ -142,54 +142,3 @@ class TrainSpec(Frozen):
     the QLoRA scripts and most training code call it; current TRL ``SFTTrainer`` does not."""
     quant_bits: int = Field(default=4, ge=4, le=8, multiple_of=4)
     """QLoRA only: 4 (NF4, ``load_in_4bit``) or 8 (LLM.int8, ``load_in_8bit``) base weights."""
-
-
-class ParamCounts(Frozen):
-    total: int
-    trainable: int
-
-
-class MemoryGiB(Frozen):
-    """Memory by component, GiB. Each is the component's size at the step's peak."""
-
-    weights: float
-    adapters: float
-    gradients: float
-    optimizer: float
-    activations: float
-    logits: float
-    overhead: float
-
-
-class PeakGiB(Frozen):
-    allocated: float
-    """What ``torch.cuda.max_memory_allocated`` would read."""
-    reserved: float
-    """What ``torch.cuda.max_memory_reserved`` would read."""
-    device: float
-    """Reserved plus CUDA context and workspaces: what must fit on the card (nvidia-smi)."""
-
-
-class GpuRef(Frozen):
-    name: str
-    memory_gib: float
-
-
-class Estimate(Frozen):
-    """Result of :func:`planner.estimate`. Field names are the ``--json`` contract."""
-
-    model: str
-    method: Method
-    train: TrainSpec
-    params: ParamCounts
-    memory_gib: MemoryGiB
-    peak_gib: PeakGiB
-    peak_phase: str
-    """Which phase of the step holds the peak: ``forward``, ``backward`` or ``optimizer``."""
-    host_spillable_gib: float = 0.0
-    """Paged optimizer state that CUDA unified memory can evict to host RAM under pressure."""
-    gpu: GpuRef | None = None
-    fits: bool | None = None
-    headroom_gib: float | None = None
-    advice: str | None = None
-    warnings: tuple[str, ...] = ()

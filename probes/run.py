@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from planner.errors import PlannerError
-from planner.specs import GIB, Estimate, GpuProfile, TrainSpec
+from planner.results import Estimate
+from planner.specs import GIB, GpuProfile, TrainSpec
 from probes.results import (
     Calibration,
     ComponentRow,
@@ -67,9 +68,7 @@ def _estimate(model: str, spec: TrainSpec, gpu: GpuProfile | None) -> Estimate:
 
 
 def _estimate_json(est: Estimate) -> dict[str, Any]:
-    from planner.cli import estimate_json
-
-    return estimate_json(est)
+    return est.to_json()
 
 
 def _estimated_components(model: str, spec: TrainSpec) -> dict[str, float]:

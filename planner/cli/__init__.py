@@ -51,14 +51,6 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2))
 
 
-def estimate_json(est: Any) -> dict[str, Any]:
-    """The ``estimate --json`` object (also embedded in probe results)."""
-    data = est.model_dump(mode="json")
-    data["memory_gib"] = {k: round(v, 4) for k, v in data["memory_gib"].items()}
-    data["peak_gib"] = {k: round(v, 4) for k, v in data["peak_gib"].items()}
-    return data
-
-
 @cli.command()
 @click.argument("model")
 @model_options
@@ -72,7 +64,7 @@ def estimate(model: str, gpu: str | None, calibrate: str | None, as_json: bool, 
     train = train_spec(**options)
     est = estimate_with_advice(model, train, gpu, calibrate)
     if as_json:
-        emit_json(estimate_json(est))
+        emit_json(est.to_json())
         return
     from planner.cli.render.estimate import render_estimate
 

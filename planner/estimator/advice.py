@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from planner.specs import Estimate, GpuProfile, Method, ModelProfile, Optim, TrainSpec
+from planner.results import Estimate
+from planner.specs import GpuProfile, Method, ModelProfile, Optim, TrainSpec
 
 # Each candidate changes one thing, cheapest in quality/speed first.
 _CHANGES: tuple[tuple[str, Callable[[TrainSpec], TrainSpec | None]], ...] = (

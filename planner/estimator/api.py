@@ -8,7 +8,8 @@ from planner.estimator.advice import advise
 from planner.calibration import cached_calibration, load_calibration
 from planner.catalog import load_gpu, load_model
 from planner.estimator.core import estimate
-from planner.specs import Estimate, TrainSpec
+from planner.results import Estimate
+from planner.specs import TrainSpec
 
 
 def estimate_with_advice(

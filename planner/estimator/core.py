@@ -21,17 +21,8 @@ from planner.memory import terms as memory
 from planner.model.architecture import architecture, lora_dropout
 from planner.calibration import Calibration
 from planner.catalog import load_gpu, load_model, runtime_constants
-from planner.specs import (
-    GIB,
-    Estimate,
-    GpuProfile,
-    GpuRef,
-    MemoryGiB,
-    Method,
-    ModelProfile,
-    PeakGiB,
-    TrainSpec,
-)
+from planner.specs import GIB, GpuProfile, Method, ModelProfile, TrainSpec
+from planner.results import Estimate, GpuRef, MemoryGiB, PeakGiB
 from planner.model.params import param_counts
 
 

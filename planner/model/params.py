@@ -7,7 +7,8 @@ Checked in ``tests/test_params.py`` against transformers' meta-device instantiat
 from __future__ import annotations
 
 from planner.model.architecture import Linear, architecture, resolve_targets
-from planner.specs import Method, ModelConfig, ParamCounts, TrainSpec
+from planner.results import ParamCounts
+from planner.specs import Method, ModelConfig, TrainSpec
 
 
 def total_params(config: ModelConfig) -> int:

@@ -36,19 +36,8 @@ from planner.estimator.core import estimate, usable_gib
 from planner.recommender.catalogue import Instance, load_instances
 from planner.model.params import total_params
 from planner.recommender.rules import Task
-from planner.specs import (
-    Attn,
-    DType,
-    Estimate,
-    Frozen,
-    GpuProfile,
-    MemoryGiB,
-    Method,
-    ModelProfile,
-    Optim,
-    PeakGiB,
-    TrainSpec,
-)
+from planner.specs import Attn, DType, Frozen, GpuProfile, Method, ModelProfile, Optim, TrainSpec
+from planner.results import Estimate, MemoryGiB, PeakGiB
 from planner.time.throughput import TimeBreakdown, Utilization, time_breakdown, utilization
 
 # --------------------------------------------------------------------------- result models

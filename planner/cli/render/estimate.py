@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from planner.specs import Estimate
+from planner.results import Estimate
 
 _NOTES = {
     "weights": "base model weights",
