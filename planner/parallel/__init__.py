@@ -1,1 +1,1 @@
-"""parallel."""
+"""Multi-GPU seam: how a parallel strategy divides the per-GPU memory ledger (only ``none`` so far)."""

@@ -1,1 +1,1 @@
-"""stack."""
+"""The modeled training stack: framework, library versions, their behaviours, and the optimizer table."""

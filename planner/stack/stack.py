@@ -1,0 +1,98 @@
+"""The training stack an estimate assumes: framework, library versions and the behaviours that follow.
+
+A stack is data (``profiles/stacks/<name>.json``): each behaviour has a value, the version range it
+holds for and its source (library file and function at a version). The memory model reads the
+behaviours through the typed accessors here, never a library version directly.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from functools import cache
+
+from planner.catalog import _read_json, profiles_dir
+from planner.errors import PlannerError, unknown
+from planner.results import BehaviourRef, StackRef
+from planner.specs import Frozen
+
+DEFAULT_STACK = "trainer-transformers5"
+
+
+class AdapterDtype(str, Enum):
+    FP32 = "fp32"
+    """PEFT upcasts adapters to fp32."""
+    BASE = "base"
+    """Adapters in the base model's dtype."""
+
+
+class MoeExperts(str, Enum):
+    FUSED_3D_UNQUANTIZED = "fused_3d_unquantized"
+    """Experts are 3-D nn.Parameters that bitsandbytes does not quantize."""
+    PER_EXPERT_LINEAR = "per_expert_linear"
+
+
+class LossKind(str, Enum):
+    FULL_LOGITS_FP32 = "full_logits_fp32"
+
+
+class Behaviour(Frozen):
+    value: str
+    holds_for: str
+    source: str
+
+
+class Stack(Frozen):
+    """One modeled stack (``profiles/stacks/<name>.json``)."""
+
+    name: str
+    framework: str
+    description: str
+    versions: dict[str, str]
+    behaviours: dict[str, Behaviour]
+    date: str
+
+    def value(self, name: str) -> str:
+        """The value of behaviour ``name``."""
+        try:
+            return self.behaviours[name].value
+        except KeyError:
+            raise PlannerError(f"stack {self.name} does not define behaviour {name!r}") from None
+
+    def flag(self, name: str) -> bool:
+        return self.value(name) == "true"
+
+    @property
+    def adapter_dtype(self) -> AdapterDtype:
+        return AdapterDtype(self.value("adapter_dtype"))
+
+    @property
+    def moe_experts(self) -> MoeExperts:
+        return MoeExperts(self.value("moe_experts"))
+
+    @property
+    def loss(self) -> LossKind:
+        return LossKind(self.value("loss"))
+
+    def ref(self, detected: bool = False) -> StackRef:
+        """The ``stack`` object of an estimate's JSON."""
+        return StackRef(
+            name=self.name, framework=self.framework, versions=dict(self.versions), detected=detected,
+            behaviours=tuple(BehaviourRef(name=k, value=b.value, source=b.source) for k, b in self.behaviours.items()),
+        )
+
+
+def stack_names() -> list[str]:
+    return sorted(p.stem for p in (profiles_dir() / "stacks").glob("*.json"))
+
+
+@cache
+def load_stack(name: str = DEFAULT_STACK) -> Stack:
+    """The stack profile ``name`` (default: the one loraplan models today)."""
+    path = profiles_dir() / "stacks" / f"{name}.json"
+    if not path.is_file():
+        raise unknown("stack", name, stack_names())
+    return Stack(**_read_json(path))
+
+
+def default_stack() -> Stack:
+    return load_stack(DEFAULT_STACK)
