@@ -101,7 +101,7 @@ def estimate_cases() -> list[dict[str, Any]]:
 
 
 def run_estimate(case: dict[str, Any]) -> dict[str, Any]:
-    from planner.estimator.api import estimate_with_advice
+    from planner.estimator import estimate_with_advice
     from planner.errors import PlannerError
     from planner.specs import TrainSpec
 
@@ -116,14 +116,14 @@ def run_estimate(case: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_recommend(case: dict[str, Any]) -> dict[str, Any]:
-    from planner.recommender.core import make_request, recommend
+    from planner.recommender import make_request, recommend
 
     kw = {k: v for k, v in case.items() if k not in ("model", "gpu")}
     return recommend(case["model"], case["gpu"], request=make_request(**kw)).model_dump(mode="json")
 
 
 def run_instances(case: dict[str, Any]) -> dict[str, Any]:
-    from planner.recommender.core import make_request, plan_instances
+    from planner.recommender import make_request, plan_instances
 
     kw = {k: v for k, v in case.items() if k not in ("model", "providers", "max_price_per_hour")}
     return plan_instances(case["model"], request=make_request(**kw), providers=case.get("providers"),
