@@ -20,6 +20,7 @@ from planner.specs import GpuProfile, ModelConfig, ModelProfile
 # --------------------------------------------------------------------------- files
 
 
+@cache
 def profiles_dir() -> Path:
     """Folder of the shipped ``profiles`` package data (a plain package, so no importlib.resources)."""
     import profiles

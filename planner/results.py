@@ -9,7 +9,9 @@ from typing import Any
 
 
 
-from planner.specs import Frozen, Method, TrainSpec
+from pydantic import PrivateAttr, computed_field
+
+from planner.specs import GIB, Frozen, Method, TrainSpec
 
 
 
@@ -97,10 +99,23 @@ class Estimate(Frozen):
     headroom_gib: float | None = None
     advice: str | None = None
     warnings: tuple[str, ...] = ()
-    terms: tuple[TermGiB, ...] = ()
-    """The ledger: every named memory term (``memory_gib`` is their per-component sum)."""
     stack: StackRef | None = None
     """The training stack the estimate assumed."""
+    _ledger: Any = PrivateAttr(default=None)
+    """The :class:`planner.memory.ledger.Ledger` behind the numbers (set by the estimator)."""
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def terms(self) -> tuple[TermGiB, ...]:
+        """The ledger: every named memory term with its component, size and sub-phases (``memory_gib`` is
+        their per-component sum). Built on access, so the recommender's thousands of estimates skip it."""
+        if self._ledger is None:
+            return ()
+        return tuple(
+            TermGiB(name=t.name, component=t.component, gib=t.size_bytes / GIB,
+                    phases=tuple(p.value for p in self._ledger.phases if t.at(p)), source=t.source)
+            for t in self._ledger.terms
+        )
 
 
     def to_json(self) -> dict[str, Any]:

@@ -126,7 +126,7 @@ def lora_config(raw: dict[str, Any], spec: TrainSpec) -> Any:
     """The ``peft.LoraConfig`` for ``spec``; targets resolved like the estimator's."""
     from peft import LoraConfig
 
-    from planner.model.architecture import lora_dropout, peft_target_modules
+    from planner.model.targets import lora_dropout, peft_target_modules
     from planner.catalog import normalize_config
 
     config = normalize_config(raw)

@@ -71,18 +71,14 @@ def _estimate_json(est: Estimate) -> dict[str, Any]:
     return est.to_json()
 
 
-def _estimated_components(model: str, spec: TrainSpec) -> dict[str, float]:
-    """Estimator terms that a probe can read directly (GiB)."""
-    from planner.memory import terms as memory
-    from planner.catalog import load_model
-
-    cfg = load_model(model).config
-    optim = memory.optimizer_memory(cfg, spec)
+def _estimated_components(est: Estimate) -> dict[str, float]:
+    """Estimator terms that a probe can read directly (GiB), from the estimate's ledger."""
+    gib = {t.name: t.gib for t in est.terms}
     return {
-        "after_load": (memory.weight_bytes(cfg, spec) + memory.adapter_bytes(cfg, spec)) / GIB,
-        "gradients": memory.gradient_bytes(cfg, spec) / GIB,
-        "optimizer_state": optim.state_bytes / GIB,
-        "paged": optim.paged_bytes / GIB,
+        "after_load": gib.get("base weights", 0.0) + gib.get("adapters", 0.0),
+        "gradients": gib.get("gradients", 0.0),
+        "optimizer_state": gib.get("optimizer state", 0.0),
+        "paged": gib.get("paged optimizer state", 0.0),
     }
 
 
@@ -104,7 +100,7 @@ def run_trace_probe(req: ProbeRequest, on_try: Callable[[int], None] | None = No
     the estimate's overhead beyond allocated memory (allocator reserve, CUDA context) fits that GPU.
     """
     from planner.catalog import load_gpu, raw_config
-    from planner.estimator.core import usable_gib
+    from planner.estimator import usable_gib
     from probes.trace import run_trace
 
     gpu = load_gpu(req.gpu) if req.gpu else None
@@ -116,7 +112,7 @@ def run_trace_probe(req: ProbeRequest, on_try: Callable[[int], None] | None = No
     peak = run.peak_bytes / GIB
     overhead = est.peak_gib.device - est.peak_gib.allocated
     fits = True if gpu is None else peak + overhead <= usable_gib(gpu)
-    comps = _estimated_components(req.model, req.spec)
+    comps = _estimated_components(est)
     b = run.detail.breakdown_gib
     backward = b.get(f"end_of_backward.step{run.detail.steps}")
     rows = [
@@ -224,7 +220,7 @@ def _gpu_result(req: ProbeRequest, est: Estimate, env: Environment, gpu_name: st
         )
     measured = MeasuredGiB(after_load=gib(session.after_load), peak_allocated=gib(run.peak_allocated),
                            peak_reserved=gib(run.peak_reserved), device=gib(run.device_peak))
-    comps = _estimated_components(req.model, req.spec)
+    comps = _estimated_components(est)
     optim_state = None
     if run.after_first_step is not None and session.after_load is not None:
         optim_state = (run.after_first_step - session.after_load) / GIB

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from planner.model.architecture import peft_target_modules
+from planner.model.targets import peft_target_modules
 from planner.catalog import load_model, model_names, raw_config
 from planner.model.params import param_counts, total_params
 from planner.specs import Method, TrainSpec

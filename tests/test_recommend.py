@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from planner import recommend
 from planner.catalog import load_gpu, load_model
 from planner.cli import cli
-from planner.estimator.core import estimate, usable_gib
+from planner.estimator import estimate, usable_gib
 from planner.recommender.core import Request, Search, make_request, select
 from planner.recommender.rules import Task, learning_rate, recommended_rank
 from planner.specs import Method, Optim

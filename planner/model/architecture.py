@@ -15,13 +15,23 @@ from __future__ import annotations
 from enum import Enum
 from functools import cache
 
-from planner.errors import PlannerError
 from planner.specs import Frozen, ModelConfig
 
 
 class Block(str, Enum):
     ATTN = "attn"
     MLP = "mlp"
+
+
+class MlpActivation(str, Enum):
+    """What the MLP's activation saves for backward."""
+
+    SWIGLU = "swiglu"
+    """``act_fn(gate) * up``: saves gate, act(gate) and up."""
+    GELU = "gelu"
+    """``F.gelu``: saves its input."""
+    GELU_TANH_PYTHON = "gelu_tanh_python"
+    """GPT-2 ``NewGELUActivation`` (python tanh formula, transformers/activations.py): several saved tensors."""
 
 
 class Linear(Frozen):
@@ -75,7 +85,6 @@ class Architecture(Frozen):
     """Target names for the ``attn`` preset."""
     qv_targets: tuple[str, ...]
     """Target names for the ``qv`` preset (q_proj,v_proj style)."""
-    gated_mlp: bool
     norm_has_bias: bool
     bnb_quantizable: bool = True
     """False when bitsandbytes leaves the linears alone: transformers' ``replace_with_bnb_linear``
@@ -84,6 +93,20 @@ class Architecture(Frozen):
     sdpa_math: bool = False
     """SDPA falls back to the math kernel (saves the s x s probabilities): Falcon calls SDPA with fewer
     k/v heads than query heads and no ``enable_gqa``, which flash/memory-efficient kernels refuse."""
+    mlp_activation: MlpActivation = MlpActivation.SWIGLU
+    mlp_shares_attn_norm: bool = False
+    """Falcon-7B's parallel attention: the MLP reads the attention block's ``input_layernorm`` output."""
+    extra_rmsnorms_per_layer: int = 0
+    """RMSNorms beyond the attention and MLP input norms whose fp32 input autograd saves (Gemma 2:
+    ``post_attention_layernorm``, ``pre_feedforward_layernorm``, ``post_feedforward_layernorm`` around a
+    ``pre_feedforward`` input norm, modeling_gemma2.py ``Gemma2DecoderLayer.forward``)."""
+    rotary_tables: bool = True
+    """The model builds rotary cos/sin tables once per forward and every layer saves them (Llama-style
+    ``rotary_emb``); GPT-2 learns positions, Falcon's rotary is applied inside its attention."""
+
+    @property
+    def gated_mlp(self) -> bool:
+        return self.mlp_activation is MlpActivation.SWIGLU
 
     @property
     def layer_params(self) -> int:
@@ -151,8 +174,8 @@ def _llama_like(c: ModelConfig) -> Architecture:
         lm_head_params=0 if c.tie_word_embeddings else c.vocab_size * h,
         attn_targets=attn_targets,
         qv_targets=qv,
-        gated_mlp=True,
         norm_has_bias=False,
+        extra_rmsnorms_per_layer=3 if c.model_type == "gemma2" else 0,
     )
 
 
@@ -177,10 +200,12 @@ def _falcon(c: ModelConfig) -> Architecture:
         lm_head_params=0 if c.tie_word_embeddings else c.vocab_size * h,
         attn_targets=("query_key_value", "dense"),
         qv_targets=(),
-        gated_mlp=False,
         norm_has_bias=True,
         bnb_quantizable=False,
         sdpa_math=c.num_key_value_heads != c.num_attention_heads,
+        mlp_activation=MlpActivation.GELU,
+        mlp_shares_attn_norm=c.parallel_attn and not c.new_decoder_architecture,
+        rotary_tables=False,
     )
 
 
@@ -202,8 +227,9 @@ def _gpt2(c: ModelConfig) -> Architecture:
         lm_head_params=0 if c.tie_word_embeddings else c.vocab_size * h,
         attn_targets=("c_attn", "attn.c_proj"),
         qv_targets=(),
-        gated_mlp=False,
         norm_has_bias=True,
+        mlp_activation=MlpActivation.GELU_TANH_PYTHON,
+        rotary_tables=False,
     )
 
 
@@ -215,92 +241,3 @@ def architecture(config: ModelConfig) -> Architecture:
     if config.model_type == "gpt2":
         return _gpt2(config)
     return _llama_like(config)
-
-
-# --------------------------------------------------------------------------- LoRA targets
-
-TARGET_PRESETS = ("all-linear", "attn", "qv")
-
-
-@cache
-def resolve_targets(config: ModelConfig, targets: tuple[str, ...]) -> tuple[Linear, ...]:
-    """The modules (and MoE parameters) of one layer that a PEFT ``target_modules`` list selects.
-
-    Presets: ``all-linear`` (PEFT's own preset: every nn.Linear but the output head, plus, for
-    transformers-5 MoE models, the router and expert tensors PEFT remaps), ``attn`` (attention
-    projections), ``qv`` (q_proj and v_proj). Names match PEFT's rule: the module's full name
-    equals the target or ends with ``.`` + target (``check_target_module_exists``).
-
-    Raises:
-        PlannerError: a target that matches no module, listing the modules that exist.
-    """
-    arch = architecture(config)
-    names: list[str] = []
-    for t in targets:
-        if t == "all-linear":
-            return arch.linears + arch.param_targets
-        if t == "attn":
-            names += arch.attn_targets
-        elif t == "qv":
-            if not arch.qv_targets:
-                raise PlannerError(f"{config.model_type} has no separate q/v projections; modules: {_module_list(arch)}")
-            names += arch.qv_targets
-        else:
-            names.append(t)
-    chosen: list[Linear] = []
-    for name in names:
-        hits = [lin for lin in arch.linears if lin.path == name or lin.path.endswith("." + name) or lin.name == name]
-        hits += [p for p in arch.param_targets if name in p.aliases]
-        if not hits:
-            raise PlannerError(f"target {name!r} matches no module of {config.model_type}; modules: {_module_list(arch)}")
-        chosen += [h for h in hits if h not in chosen]
-    fused = [p for p in arch.param_targets if len(p.aliases) > 1]
-    for p in fused:
-        named = [a for a in p.aliases if a in names]
-        if named and len(named) < len(p.aliases):
-            raise PlannerError(f"targets {', '.join(p.aliases)} are fused into {p.name}: target all of them or none")
-    everything = arch.linears + arch.param_targets
-    return tuple(lin for lin in everything if lin in chosen)
-
-
-def dropout_allowed(config: ModelConfig, targets: tuple[str, ...]) -> bool:
-    """False when ``targets`` include MoE expert tensors (PEFT ``ParamWrapper`` takes no dropout)."""
-    return not any(lin.experts > 1 for lin in resolve_targets(config, targets))
-
-
-def lora_dropout(config: ModelConfig, targets: tuple[str, ...], requested: float | None) -> float:
-    """The LoRA dropout to use: ``requested``, or by default 0.05 (the QLoRA scripts' value for large
-    models), except 0 where PEFT forbids dropout: ``ParamWrapper`` (MoE expert tensors) raises
-    "does not work with lora_dropout != 0" (peft/tuners/lora/layer.py).
-
-    Raises:
-        PlannerError: a requested non-zero dropout on targets that PEFT cannot apply it to.
-    """
-    allowed = dropout_allowed(config, targets)
-    if requested is None:
-        return 0.05 if allowed else 0.0
-    if requested > 0 and not allowed:
-        raise PlannerError(
-            "PEFT adapts MoE expert tensors with ParamWrapper, which requires --lora-dropout 0 "
-            "(or use --targets attn to leave the experts alone)"
-        )
-    return requested
-
-
-def peft_target_modules(config: ModelConfig, targets: tuple[str, ...]) -> list[str] | str:
-    """What to pass as ``LoraConfig(target_modules=...)`` for ``targets``."""
-    if "all-linear" in targets:
-        return "all-linear"
-    names: list[str] = []
-    for lin in resolve_targets(config, targets):
-        names += list(lin.aliases) if lin.aliases else [lin.path if _ambiguous(config, lin) else lin.name]
-    return names
-
-
-def _ambiguous(config: ModelConfig, lin: Linear) -> bool:
-    return sum(other.name == lin.name for other in architecture(config).linears) > 1
-
-
-def _module_list(arch: Architecture) -> str:
-    names = [lin.name if sum(o.name == lin.name for o in arch.linears) == 1 else lin.path for lin in arch.linears]
-    return ", ".join(names + [a for p in arch.param_targets for a in p.aliases])

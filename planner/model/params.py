@@ -6,7 +6,8 @@ Checked in ``tests/test_params.py`` against transformers' meta-device instantiat
 
 from __future__ import annotations
 
-from planner.model.architecture import Linear, architecture, resolve_targets
+from planner.model.architecture import Linear, architecture
+from planner.model.targets import resolve_targets
 from planner.results import ParamCounts
 from planner.specs import Method, ModelConfig, TrainSpec
 

@@ -27,12 +27,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from planner.recommender import rules, snippets
-from planner.model.architecture import dropout_allowed
-from planner.model.architecture import peft_target_modules
+from planner.model.targets import dropout_allowed, peft_target_modules
 from planner.calibration import Calibration, cached_calibration
 from planner.catalog import gpu_profiles, load_gpu, load_model
 from planner.errors import PlannerError
-from planner.estimator.core import estimate, usable_gib
+from planner.estimator import estimate, usable_gib
 from planner.recommender.catalogue import Instance, load_instances
 from planner.model.params import total_params
 from planner.recommender.rules import Task

@@ -74,11 +74,19 @@ class Stack(Frozen):
         return LossKind(self.value("loss"))
 
     def ref(self, detected: bool = False) -> StackRef:
-        """The ``stack`` object of an estimate's JSON."""
+        """The ``stack`` object of an estimate's JSON (built once per stack)."""
+        return _ref(self.name, detected)
+
+    def _build_ref(self, detected: bool) -> StackRef:
         return StackRef(
             name=self.name, framework=self.framework, versions=dict(self.versions), detected=detected,
             behaviours=tuple(BehaviourRef(name=k, value=b.value, source=b.source) for k, b in self.behaviours.items()),
         )
+
+
+@cache
+def _ref(name: str, detected: bool) -> StackRef:
+    return load_stack(name)._build_ref(detected)
 
 
 def stack_names() -> list[str]:

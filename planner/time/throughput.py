@@ -33,9 +33,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from planner.model.architecture import architecture, resolve_targets
+from planner.model.architecture import architecture
+from planner.model.targets import resolve_targets
 from planner.catalog import _read_json, load_gpu, load_model, normalize_config, profiles_dir
-from planner.memory.terms import nf4_bytes_per_param
+from planner.memory.context import nf4_bytes_per_param
 from planner.specs import Attn, DType, Frozen, GpuProfile, Method, ModelConfig, ModelProfile, Optim, TrainSpec
 
 TFLOP = 1e12
@@ -350,9 +351,9 @@ def _optimizer_bytes_per_param(optim: Optim, trainable_bytes: float) -> float:
 
 @cache
 def _trainable(config: ModelConfig, method: Method, targets: tuple[str, ...], rank: int, dora: bool) -> int:
-    from planner.memory.terms import trainable_params
+    from planner.model.params import param_counts
 
-    return trainable_params(config, TrainSpec(method=method, targets=targets, rank=rank, alpha=2.0 * rank, dora=dora))
+    return param_counts(config, TrainSpec(method=method, targets=targets, rank=rank, alpha=2.0 * rank, dora=dora)).trainable
 
 
 def time_breakdown(

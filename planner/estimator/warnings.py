@@ -1,0 +1,33 @@
+"""Warnings an estimate carries: where the modeled stack does something the user may not expect."""
+
+from __future__ import annotations
+
+from planner.memory.context import Context
+from planner.specs import GIB
+from planner.stack.stack import MoeExperts
+
+
+def estimate_warnings(ctx: Context, paged_bytes: float) -> tuple[str, ...]:
+    """One line per surprising behaviour of ``ctx``'s stack for this model and spec."""
+    out: list[str] = []
+    train, config, arch = ctx.train, ctx.config, ctx.arch
+    if ctx.qlora and arch.expert_params and ctx.stack.moe_experts is MoeExperts.FUSED_3D_UNQUANTIZED:
+        out.append(
+            "transformers 5 stores MoE experts as 3-D parameters, which bitsandbytes does not quantize: only the "
+            "attention layers are 4-bit, the experts stay floating point"
+            + (" (fp32 after prepare_model_for_kbit_training)" if train.kbit_prepare else "")
+        )
+    if ctx.qlora and not arch.bnb_quantizable:
+        out.append(
+            f"transformers quantizes only exact nn.Linear modules; {config.model_type}'s linear layers are a subclass "
+            "and stay unquantized, so QLoRA saves no weight memory here (prepare_model_for_kbit_training then "
+            "upcasts them to fp32): use --method lora"
+        )
+    if train.seq_len > config.max_position_embeddings:
+        out.append(f"seq_len {train.seq_len} exceeds the model's max_position_embeddings {config.max_position_embeddings}")
+    if paged_bytes:
+        out.append(
+            f"paged optimizer state ({paged_bytes / GIB:.2f} GiB) is CUDA managed memory: counted on the "
+            "device, outside torch's counters, and can spill to host RAM under pressure (slower)"
+        )
+    return tuple(out)

@@ -1,0 +1,153 @@
+"""The memory context: everything an estimate's terms read, resolved once per estimate.
+
+A :class:`Context` holds the model config and its architecture table, the resolved LoRA targets and
+dropout, the element sizes (:class:`Dtypes`) that follow from the training spec and the stack, the
+stack itself and the optimizer's row of the optimizer table. Term functions take a ``Context`` and
+return bytes; none of them re-derives any of this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner.catalog import runtime_constants
+from planner.model.architecture import Architecture, Linear, architecture
+from planner.model.params import adapter_params, total_params
+from planner.model.targets import lora_dropout, resolve_targets
+from planner.specs import DType, Method, ModelConfig, TrainSpec
+from planner.stack.optimizers import OptimizerInfo, optimizer_info
+from planner.stack.stack import AdapterDtype, Stack, default_stack
+
+FP32_BYTES = 4.0
+INDEX_BYTES = 8.0
+"""int64 token ids / indices."""
+MASK_BYTES = 1.0
+"""torch.bool dropout mask (native_dropout)."""
+
+
+@dataclass(frozen=True)
+class Dtypes:
+    """Bytes per element of the tensors that matter, for one :class:`TrainSpec` on one stack."""
+
+    compute: float
+    """Matmul outputs under autocast (or the weight dtype without autocast)."""
+    stream: float
+    """Residual stream / embedding output: the dtype of the non-quantized params."""
+    other_param: float
+    """Norms, embeddings, lm_head, biases, experts."""
+    linear_weight: float
+    """Decoder-layer linear weights (0.5 + constants for NF4)."""
+    trainable: float
+    """Trainable params and their gradients."""
+    autocast: bool
+    frozen_base: bool
+
+
+def nf4_bytes_per_param(double_quant: bool) -> float:
+    """Bytes per weight of bitsandbytes NF4 storage: 4 bits plus blockwise absmax.
+
+    bitsandbytes v0.50.2 ``functional.py`` ``quantize_4bit``: packed uint8 (2 values/byte), an fp32 absmax per
+    ``blocksize`` (64) values; double quantization stores the absmax as uint8 with an fp32 absmax per 256 of them
+    (constants in ``profiles/runtime.json`` ``nf4``).
+    """
+    nf4 = runtime_constants()["nf4"]
+    block = float(nf4["blocksize"])
+    if not double_quant:
+        return 4 / 8 + FP32_BYTES / block
+    block2 = float(nf4["double_quant_blocksize"])
+    return 4 / 8 + 1.0 / block + FP32_BYTES / (block * block2)
+
+
+def dtypes(train: TrainSpec, stack: Stack) -> Dtypes:
+    """Element sizes for ``train`` on ``stack``.
+
+    - QLoRA: ``prepare_model_for_kbit_training`` (``--kbit-prepare``) upcasts every non-quantized
+      param to fp32, so the embeddings feed an fp32 residual stream; without it (current TRL
+      ``SFTTrainer``) they stay in the loaded 16-bit dtype. LLM.int8 weights are 1 byte.
+    - LoRA: the stack's adapter dtype (PEFT >= 0.12: fp32); ``--fp32-master`` keeps the base in fp32.
+    - Full: the weights (and their gradients and AdamW state) in ``--dtype``, or fp32 with ``--fp32-master``.
+    """
+    c = train.dtype.bytes_per_element
+    autocast = train.dtype is not DType.FP32
+    adapter = FP32_BYTES if stack.adapter_dtype is AdapterDtype.FP32 else c
+    if train.method is Method.QLORA:
+        linear = nf4_bytes_per_param(train.double_quant) if train.quant_bits == 4 else 1.0
+        other = FP32_BYTES if train.kbit_prepare else c
+        return Dtypes(c, other, other, linear, adapter, autocast, True)
+    if train.method is Method.LORA:
+        base = FP32_BYTES if train.fp32_master else c
+        return Dtypes(c, base, base, base, adapter, autocast, True)
+    master = FP32_BYTES if train.fp32_master else c
+    return Dtypes(c, master, master, master, master, autocast, False)
+
+
+@dataclass(frozen=True)
+class Context:
+    """One estimate's inputs, resolved once: config, architecture, targets, dropout, dtypes, stack, optimizer."""
+
+    config: ModelConfig
+    train: TrainSpec
+    arch: Architecture
+    targets: tuple[Linear, ...]
+    """Adapted modules of one layer (empty for full fine-tuning)."""
+    target_paths: frozenset[str]
+    """Their paths, for membership tests."""
+    dropout: float
+    """LoRA dropout actually applied (0 for full fine-tuning)."""
+    d: Dtypes
+    stack: Stack
+    optimizer: OptimizerInfo
+    total_params: int
+    """Base-model parameters (tied embeddings once)."""
+    trainable_params: int
+    """Parameters the optimizer updates (all of them for full fine-tuning, else the adapters)."""
+
+    def adapted(self, lin: Linear) -> bool:
+        """Whether ``lin`` carries a LoRA adapter."""
+        return lin.path in self.target_paths
+
+    @property
+    def full(self) -> bool:
+        return self.train.method is Method.FULL
+
+    @property
+    def qlora(self) -> bool:
+        return self.train.method is Method.QLORA
+
+    @property
+    def quantized_linears(self) -> bool:
+        """QLoRA and bitsandbytes actually quantizes this family's linears."""
+        return self.qlora and self.arch.bnb_quantizable
+
+    @property
+    def layers(self) -> int:
+        return self.config.num_hidden_layers
+
+    @property
+    def tokens(self) -> float:
+        """Tokens per forward (micro-batch x sequence length)."""
+        return float(self.train.micro_batch * self.train.seq_len)
+
+    @property
+    def accumulating(self) -> bool:
+        """Gradients stay alive across micro-batches (``zero_grad`` runs only after the optimizer step)."""
+        return self.train.grad_accum > 1
+
+
+def build_context(config: ModelConfig, train: TrainSpec, stack: Stack | None = None) -> Context:
+    """Resolve ``train`` against ``config`` (targets, dropout, dtypes) for ``stack`` (default: the modeled one).
+
+    Raises:
+        PlannerError: targets that match no module, or a dropout PEFT cannot apply.
+    """
+    stack = stack or default_stack()
+    full = train.method is Method.FULL
+    targets = () if full else resolve_targets(config, train.targets)
+    dropout = 0.0 if full else lora_dropout(config, train.targets, train.lora_dropout)
+    total = total_params(config)
+    return Context(
+        config=config, train=train, arch=architecture(config), targets=targets,
+        target_paths=frozenset(lin.path for lin in targets), dropout=dropout,
+        d=dtypes(train, stack), stack=stack, optimizer=optimizer_info(train.optim),
+        total_params=total, trainable_params=total if full else adapter_params(config, train),
+    )

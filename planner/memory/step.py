@@ -1,0 +1,133 @@
+"""Assemble one training step's ledger: each term, its component and the sub-phases it is alive in.
+
+Where each term lives (``persistent`` = every sub-phase):
+
+- weights, adapters, optimizer state: persistent; gradients too when accumulating over micro-batches
+  (``zero_grad`` only runs after the optimizer step), else from the backward that creates them to the step.
+- saved activations: from the forward until the bottom layer's backward frees them; with checkpointing
+  only the layer inputs, and one layer is recomputed during backward.
+- the loss: its forward peak, and cross-entropy backward.
+- transients: a layer's forward (eager scores, DoRA's weight, 4-bit dequantization), a layer's backward
+  (gradients in flight), ``optimizer.step()`` (Adafactor's fp32 copies).
+"""
+
+from __future__ import annotations
+
+from planner.memory import states
+from planner.memory.activations import activations
+from planner.memory.context import Context
+from planner.memory.ledger import (
+    BACKWARD,
+    FORWARD,
+    FORWARD_BACKWARD,
+    Ledger,
+    Phase,
+    Pool,
+    Term,
+    alive,
+)
+from planner.memory.loss import logits_memory
+from planner.memory.optimizer import optimizer_memory
+
+PEFT = "peft v0.21.2 peft/tuners/lora/layer.py Linear.forward; tuners_utils.py _cast_adapter_dtype"
+AUTOGRAD = "torch autograd saved tensors under CUDA autocast (planner/memory/activations.py)"
+LOSS = "transformers v5.24.0 loss/loss_utils.py ForCausalLMLoss"
+CASTS = "torch.amp autocast weight cast cache (planner/memory/states.py autocast_weight_copy_bytes)"
+
+
+def step_phases(ctx: Context) -> tuple[Phase, ...]:
+    """The sub-phases of ``ctx``'s step (the bottom-layer backward matters only when every weight has a gradient)."""
+    phases = (Phase.LAYER_FORWARD, Phase.LOSS_FORWARD, Phase.LOSS_BACKWARD, Phase.LAYER_BACKWARD)
+    return phases + ((Phase.BOTTOM_BACKWARD,) if ctx.full else ()) + (Phase.OPTIMIZER,)
+
+
+def step_ledger(ctx: Context) -> Ledger:
+    """Every memory term of one steady-state step of ``ctx`` (overhead terms are added by the estimator)."""
+    phases = step_phases(ctx)
+    terms = _state_terms(ctx, phases) + _activation_terms(ctx) + _loss_terms(ctx)
+    return Ledger(tuple(t for t in terms if t.bytes_by_phase or t.counted_bytes), phases)
+
+
+def _state_terms(ctx: Context, phases: tuple[Phase, ...]) -> list[Term]:
+    optim = optimizer_memory(ctx)
+    grads = states.gradient_bytes(ctx)
+    bottom = (Phase.BOTTOM_BACKWARD,) if ctx.full else ()
+    if ctx.accumulating:
+        grad_phases = alive(grads, phases)
+    else:
+        # Non-full: every adapter gradient exists from the top layer's backward on. Full: the top layer's
+        # backward holds the first one (lm_head / tied embedding); all exist by the bottom layer.
+        grad_phases = alive(grads, bottom + (Phase.OPTIMIZER,))
+        grad_phases[Phase.LAYER_BACKWARD] = states.lm_head_grad_bytes(ctx) if ctx.full else grads
+    terms = [
+        Term("base weights", "weights", alive(states.weight_bytes(ctx), phases),
+             source="planner/memory/states.py weight_bytes"),
+        Term("adapters", "adapters", alive(states.adapter_bytes(ctx), phases), source=PEFT),
+        Term("gradients", "gradients", grad_phases, source="one per trainable parameter, in its dtype"),
+        Term("optimizer state", "optimizer", alive(optim.state_bytes, phases), source=ctx.optimizer.source),
+        Term("paged optimizer state", "optimizer", alive(optim.paged_bytes, phases), pool=Pool.MANAGED,
+             source=ctx.optimizer.source),
+        Term("optimizer step transient", "optimizer", alive(optim.step_transient_bytes, (Phase.OPTIMIZER,)),
+             source=ctx.optimizer.source),
+    ]
+    if ctx.full and ctx.accumulating:
+        # The top layer's fresh lm_head gradient before autograd accumulates it into .grad.
+        terms.append(Term("new lm_head gradient", "gradients",
+                          alive(states.lm_head_grad_bytes(ctx), (Phase.LAYER_BACKWARD,)), counted_bytes=0.0))
+    if ctx.full and ctx.config.tie_word_embeddings:
+        # With tied embeddings the lm_head's gradient is still waiting to be summed when the embedding backward
+        # creates its own (autograd accumulates the two into the one .grad afterwards).
+        terms.append(Term("tied embedding gradient (pending sum)", "gradients",
+                          alive(states.lm_head_grad_bytes(ctx), bottom), counted_bytes=0.0))
+    return terms
+
+
+def _activation_terms(ctx: Context) -> list[Term]:
+    acts = activations(ctx)
+    casts = states.autocast_weight_copy_bytes(ctx)
+    ckpt, layers = ctx.train.grad_ckpt, ctx.layers
+    dequant = states.qlora_dequant_transient_bytes(ctx)
+    saved_layers = acts.layers_saved(layers, ckpt) + (0.0 if ckpt else casts)
+    layer_saved = alive(saved_layers, FORWARD_BACKWARD)
+    outside = alive(acts.outside_layers_bytes, FORWARD_BACKWARD + ((Phase.BOTTOM_BACKWARD,) if ctx.full else ()))
+    recompute: dict[Phase, float] = {}
+    if ctx.full and not ckpt:
+        layer_saved[Phase.BOTTOM_BACKWARD] = acts.per_layer_bytes  # the bottom layer's own saved tensors
+    if ckpt:
+        recompute[Phase.LAYER_BACKWARD] = acts.per_layer_bytes + casts / layers
+        if ctx.full:
+            recompute[Phase.BOTTOM_BACKWARD] = acts.per_layer_bytes
+    in_flight_phases = (Phase.LAYER_BACKWARD,) + ((Phase.BOTTOM_BACKWARD,) if ctx.full else ())
+    # With checkpointing nothing keeps the casts for backward: trainable (full) weights' casts stay in
+    # autocast's cache until the forward region ends; frozen (LoRA) weights' casts are per op.
+    forward_casts = casts if ckpt and ctx.full else 0.0
+    return [
+        Term("autocast weight copies", "weights", alive(forward_casts, FORWARD), source=CASTS, counted_bytes=casts),
+        Term("saved activations (decoder layers)", "activations", layer_saved, source=AUTOGRAD),
+        Term("saved activations (outside layers)", "activations", outside, source=AUTOGRAD),
+        Term("recomputed layer", "activations", recompute, source="torch.utils.checkpoint (non-reentrant)"),
+        Term("layer backward in flight", "activations", alive(acts.layer_backward_transient_bytes, in_flight_phases),
+             source=AUTOGRAD),
+        Term("layer forward transient", "activations", alive(acts.forward_transient_bytes, (Phase.LAYER_FORWARD,)),
+             source=AUTOGRAD),
+        Term("4-bit dequantized weight", "activations",
+             alive(dequant, (Phase.LAYER_FORWARD, Phase.LAYER_BACKWARD)),
+             source="bitsandbytes v0.50.2 autograd/_functions.py MatMul4Bit (dequantize_4bit per matmul)"),
+    ]
+
+
+def _loss_terms(ctx: Context) -> list[Term]:
+    logits = logits_memory(ctx)
+    return [
+        Term("lm_head weight cast (saved)", "logits",
+             alive(logits.saved_weight_bytes, (Phase.LAYER_FORWARD, Phase.LOSS_FORWARD, Phase.LOSS_BACKWARD)),
+             source=LOSS),
+        Term("logits and loss", "logits",
+             {Phase.LOSS_FORWARD: logits.forward_bytes, Phase.LOSS_BACKWARD: logits.backward_bytes}, source=LOSS),
+    ]
+
+
+def cached_logits_term(ctx: Context) -> Term:
+    """The allocator's unusable cached logits block during backward (uncalibrated reserve)."""
+    return Term("cached logits block", "overhead", alive(logits_memory(ctx).cached_block_bytes, BACKWARD),
+                pool=Pool.CACHED, source="c10/cuda/CUDACachingAllocator.cpp (freed blocks are kept and split)")
