@@ -85,7 +85,7 @@ def _estimated_components(est: Estimate) -> dict[str, float]:
 def _max_batch_estimate(model: str, spec: TrainSpec, gpu: GpuProfile | None) -> int | None:
     if gpu is None:
         return None
-    from planner.estimator.core import estimate
+    from planner.estimator import estimate
 
     return estimated_max_batch(lambda b: bool(estimate(model, spec.model_copy(update={"micro_batch": b}), gpu).fits))
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from planner.estimator.core import estimate
+from planner.estimator import estimate
 from planner.specs import Attn, DType, Method, Optim, TrainSpec
 
 CSV = Path(__file__).resolve().parents[1].parent / "shared" / "validation" / "published.csv"

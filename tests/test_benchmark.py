@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from planner.catalog import load_gpu, load_model
-from planner.estimator.core import estimate
+from planner.estimator import estimate
 from planner.specs import TrainSpec
 
 

@@ -56,7 +56,7 @@ def table(request):
                          ids=[f"{m}-{me}-{s}-{'ckpt' if c else 'nockpt'}" for m, me, s, c, _ in CASES])
 def test_estimate_within_10pct_of_trace(model: str, method: str, seq: int, ckpt: bool, extra: dict) -> None:
     from planner.catalog import raw_config
-    from planner.estimator.core import estimate
+    from planner.estimator import estimate
     from planner.specs import GIB, Method, TrainSpec
     from probes.trace import run_trace
 

@@ -125,7 +125,7 @@ def test_max_batch_search_with_a_fake_session(fake_cuda_counters, monkeypatch) -
 
 
 def test_result_carries_calibration_and_errors() -> None:
-    from planner.estimator.core import estimate
+    from planner.estimator import estimate
     from planner.specs import TrainSpec
     from probes.run import ProbeRequest, _gpu_result, environment
 

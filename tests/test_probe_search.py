@@ -41,7 +41,7 @@ def test_estimator_prediction_uses_the_same_search() -> None:
 
 def test_estimator_max_batch_is_monotone_on_a_real_estimate() -> None:
     from planner.catalog import load_gpu
-    from planner.estimator.core import estimate
+    from planner.estimator import estimate
     from planner.specs import TrainSpec
 
     gpu = load_gpu("4090")

@@ -12,7 +12,8 @@ from planner import recommend
 from planner.catalog import load_gpu, load_model
 from planner.cli import cli
 from planner.estimator import estimate, usable_gib
-from planner.recommender.core import Request, Search, make_request, select
+from planner.recommender.request import Request, make_request
+from planner.recommender.search import Search, select
 from planner.recommender.rules import Task, learning_rate, recommended_rank
 from planner.specs import Method, Optim
 
@@ -132,17 +133,28 @@ def test_bad_input_is_a_planner_error() -> None:
         make_request(headroom=1.5)
 
 
-def test_detect_without_gpu_is_a_clear_error(monkeypatch) -> None:
+def test_recommend_needs_a_gpu() -> None:
+    """Detection is the CLI's job: the API takes a GPU name or profile."""
     from planner.errors import PlannerError
 
-    import planner.recommender.core as R
+    with pytest.raises(PlannerError, match="recommend needs a GPU"):
+        recommend("gpt2", None)  # type: ignore[arg-type]
+    assert recommend("gpt2", load_gpu("4090"), dataset_tokens=1e6, gpu_detected=True).gpu.detected
+    assert not recommend("gpt2", "4090", dataset_tokens=1e6).gpu.detected
+
+
+def test_cli_without_gpu_and_no_detected_gpu_is_a_clear_error(monkeypatch) -> None:
+    from planner.cli import gpu as G
+    from planner.errors import PlannerError
 
     def no_gpu():
         raise PlannerError("no --gpu given and no GPU detected; pass --gpu (e.g. --gpu 4090)")
 
-    monkeypatch.setattr(R, "detect_gpu", no_gpu)
-    with pytest.raises(PlannerError, match="no GPU detected"):
-        recommend("gpt2")
+    monkeypatch.setattr(G, "detect_gpu_profile", no_gpu)
+    res = run("recommend", "gpt2")
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "no GPU detected" in lines[0]
 
 
 # --------------------------------------------------------------------------- rules and code
@@ -184,10 +196,10 @@ def test_optimizer_names_are_transformers_optimizer_names() -> None:
     pytest.importorskip("transformers")
     from transformers.training_args import OptimizerNames
 
-    from planner.recommender.snippets import OPTIM_NAMES
+    from planner.stack.optimizers import optimizer_table
 
     valid = {o.value for o in OptimizerNames}
-    assert set(OPTIM_NAMES.values()) <= valid
+    assert {row.trainer_name for row in optimizer_table().values()} <= valid
 
 
 # --------------------------------------------------------------------------- CLI
@@ -265,11 +277,11 @@ def test_recommend_end_to_end_speed(benchmark) -> None:
     assert rec.plans
 
 
-def test_detect_reads_probe_detector(monkeypatch) -> None:
+def test_cli_detects_the_local_gpu_via_the_probe_detector(monkeypatch) -> None:
     import sys
     import types
 
-    import planner.recommender.core as R
+    from planner.cli.gpu import detect_gpu_profile
 
     fake = types.ModuleType("probes.detect")
     fake.detect_gpus = lambda: [{"name": "NVIDIA GeForce RTX 4090", "profile": "RTX 4090"}]  # type: ignore[attr-defined]
@@ -277,9 +289,11 @@ def test_detect_reads_probe_detector(monkeypatch) -> None:
     import probes
 
     monkeypatch.setattr(probes, "detect", fake, raising=False)
-    assert R.detect_gpu().name == "RTX 4090"
-    rec = recommend("gpt2", dataset_tokens=1e6)
-    assert rec.gpu.detected and rec.gpu.name == "RTX 4090"
+    assert detect_gpu_profile().name == "RTX 4090"
+    res = run("recommend", "gpt2", "--dataset-tokens", "1e6", "--json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert data["gpu"]["detected"] is True and data["gpu"]["name"] == "RTX 4090"
 
 
 def test_recommend_and_instances_stay_import_light() -> None:

@@ -52,7 +52,7 @@ def request_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _request(values: dict[str, Any]) -> Any:
-    from planner.recommender.core import make_request
+    from planner.recommender import make_request
 
     method = values.get("method") or "auto"
     return make_request(
@@ -83,9 +83,15 @@ def recommend(model: str, gpu: str | None, prices: str | None, code: bool, as_js
 
     Nothing fitting is an answer, not an error: exit 0 with no plans and a reason.
     """
-    from planner.recommender.core import recommend as run
+    from planner.recommender import recommend as run
 
-    result = run(model, gpu, request=_request(values), prices=prices)
+    request = _request(values)
+    if gpu is None:
+        from planner.cli.gpu import detect_gpu_profile
+
+        result = run(model, detect_gpu_profile(), request=request, gpu_detected=True, prices=prices)
+    else:
+        result = run(model, gpu, request=request, prices=prices)
     if as_json:
         from planner.cli import emit_json
 
@@ -108,7 +114,7 @@ def recommend(model: str, gpu: str | None, prices: str | None, code: bool, as_js
 def instances(model: str, provider: str | None, max_price_per_hour: float | None, prices: str | None,
               show_all: bool, as_json: bool, **values: Any) -> None:
     """Where to run MODEL's fine-tuning: each cloud instance's best plan, time and cost, cheapest first."""
-    from planner.recommender.core import plan_instances
+    from planner.recommender import plan_instances
 
     report = plan_instances(
         model, request=_request(values), prices=prices,

@@ -87,7 +87,3 @@ def load_instances(prices: str | Path | None = None) -> tuple[Instance, ...]:
             where = ".".join(str(x) for x in first["loc"])
             raise PlannerError(f"instance {provider}/{name}: field {where!r}: {first['msg']}") from None
     return tuple(out)
-
-
-def providers(instances: tuple[Instance, ...]) -> list[str]:
-    return sorted({i.provider for i in instances})

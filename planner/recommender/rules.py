@@ -45,11 +45,6 @@ SOURCES: dict[str, Source] = {
 }
 
 
-def cite(key: str) -> str:
-    s = SOURCES[key]
-    return f"{s.title} ({s.url})"
-
-
 # --------------------------------------------------------------------------- preference order
 
 TARGET_PREFERENCE: tuple[str, ...] = ("all-linear", "attn", "qv")

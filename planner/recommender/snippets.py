@@ -9,16 +9,7 @@ PEFT ``LoraConfig`` and transformers ``BitsAndBytesConfig``.
 from __future__ import annotations
 
 from planner.specs import DType, Frozen, Optim
-
-# transformers.training_args.OptimizerNames values.
-OPTIM_NAMES = {
-    Optim.ADAMW: "adamw_torch_fused",
-    Optim.ADAMW_8BIT: "adamw_bnb_8bit",
-    Optim.PAGED_ADAMW: "paged_adamw_32bit",
-    Optim.PAGED_ADAMW_8BIT: "paged_adamw_8bit",
-    Optim.SGD: "sgd",
-    Optim.ADAFACTOR: "adafactor",
-}
+from planner.stack.optimizers import optimizer_info
 
 
 class Code(Frozen):
@@ -100,7 +91,7 @@ def sft_config(
     if grad_ckpt:
         args.append(("gradient_checkpointing_kwargs", {"use_reentrant": False}, ""))
     args += [
-        ("optim", OPTIM_NAMES[optim], ""),
+        ("optim", optimizer_info(optim).trainer_name, ""),  # transformers OptimizerNames
         ("learning_rate", learning_rate, ""),
         ("lr_scheduler_type", scheduler, ""),
         ("warmup_steps", warmup, "fraction of steps (transformers >= 5; on 4.x: warmup_ratio)"),

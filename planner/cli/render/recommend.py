@@ -7,7 +7,7 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
-from planner.recommender.core import InstancesReport, Plan, Recommendation
+from planner.recommender import InstancesReport, Plan, Recommendation
 
 
 def _hours(hours: float | None) -> str:

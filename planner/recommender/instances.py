@@ -1,0 +1,113 @@
+"""``plan_instances``: the best single-GPU plan on each catalogue instance, its time and cost, sorted by cost."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from planner.catalog import load_gpu, load_model
+from planner.errors import PlannerError
+from planner.recommender.catalogue import Instance, load_instances
+from planner.recommender.plan import build_plan
+from planner.recommender.request import Request, make_request
+from planner.recommender.schemas import InstanceResult, InstancesReport, Plan
+from planner.recommender.search import best_plan
+from planner.specs import ModelProfile
+
+ASSUMPTIONS = (
+    "sorted by cost for the job (by USD per million tokens when no dataset size is given: the same order)",
+    "on-demand list prices as dated per entry; override with --prices FILE or $LORAPLAN_INSTANCES",
+    "multi-GPU instances run the single-GPU plan on one GPU",
+)
+
+
+def _chosen(catalogue: tuple[Instance, ...], providers: Iterable[str] | None,
+            max_price_per_hour: float | None) -> list[Instance]:
+    """The catalogue entries of the wanted providers at or under the price cap (validated)."""
+    known = {i.provider.lower() for i in catalogue}
+    wanted = None
+    if providers:
+        wanted = {p.strip().lower() for p in providers if p.strip()}
+        unknown = sorted(wanted - known)
+        if unknown:
+            raise PlannerError(f"unknown provider {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    if max_price_per_hour is not None and max_price_per_hour <= 0:
+        raise PlannerError(f"--max-price-per-hour must be > 0, got {max_price_per_hour}")
+    return [
+        i for i in catalogue
+        if (wanted is None or i.provider.lower() in wanted)
+        and (max_price_per_hour is None or i.price_per_hour <= max_price_per_hour)
+    ]
+
+
+def _gpu_plan(profile: ModelProfile, gpu_name: str, request: Request) -> tuple[tuple[bool, Plan | None], int]:
+    """((whether a GPU profile has this name, its best plan or None), configurations evaluated)."""
+    try:
+        gpu = load_gpu(gpu_name)
+    except PlannerError:
+        return (False, None), 0
+    search, cand = best_plan(profile, gpu, request)
+    return (True, build_plan(search, cand, with_code=False) if cand else None), search.evaluated
+
+
+def _result(inst: Instance, plan: Plan | None, has_profile: bool) -> InstanceResult:
+    """One instance's row: fit, hours, cost and USD per million tokens."""
+    hours = plan.hours if plan else None
+    cost = round(hours * inst.price_per_hour, 2) if hours is not None else None
+    per_mtok = round(inst.price_per_hour / (plan.tokens_per_s * 3600.0) * 1e6, 6) if plan else None
+    note = None
+    if not has_profile:
+        note = f"no GPU profile named {inst.gpu!r}"
+    elif inst.gpus > 1:
+        note = f"{inst.gpus} GPUs: counted as one (single-GPU plan; data-parallel/sharded plans not modeled)"
+    return InstanceResult(
+        provider=inst.provider, instance=inst.instance, gpu=inst.gpu, gpus=inst.gpus,
+        price_per_hour=inst.price_per_hour, fits=plan is not None, plan=plan, hours=hours, cost=cost,
+        cost_per_mtok=per_mtok, region=inst.region, price_date=inst.date, price_source=inst.source, note=note,
+    )
+
+
+def _sorted_marking_fastest(results: list[InstanceResult]) -> list[InstanceResult]:
+    """Fitting first, cheapest first; ``fastest`` set on the shortest job among the fitting ones."""
+    results = sorted(results, key=lambda r: (not r.fits, r.cost_per_mtok if r.cost_per_mtok is not None
+                                             else r.price_per_hour, r.price_per_hour, r.provider, r.instance))
+    fitting = [r for r in results if r.fits]
+    if not fitting:
+        return results
+    fastest = min(fitting, key=lambda r: (-(r.plan.tokens_per_s if r.plan else 0), r.price_per_hour))
+    return [r.model_copy(update={"fastest": True}) if r is fastest else r for r in results]
+
+
+def plan_instances(
+    model: ModelProfile | str,
+    *,
+    request: Request | None = None,
+    prices: str | None = None,
+    providers: Iterable[str] | None = None,
+    max_price_per_hour: float | None = None,
+    **options: object,
+) -> InstancesReport:
+    """For each catalogue instance: the best single-GPU plan, its time and cost; sorted by cost.
+
+    Multi-GPU instances count as one GPU (no sharded or data-parallel plan is modeled), so their cost is
+    the whole instance's price for a one-GPU job. ``fastest`` marks the shortest job among fitting ones.
+
+    Args:
+        model: profile or name (anything :func:`planner.load_model` resolves).
+        request: a :class:`Request`, or its fields as keyword ``options`` (see :func:`make_request`).
+        prices: user price file merged over the instance catalogue.
+        providers: only these providers (case-insensitive); unknown names are an error.
+        max_price_per_hour: skip instances above this USD per instance-hour.
+    """
+    profile = load_model(model) if isinstance(model, str) else model
+    request = request or make_request(**options)  # type: ignore[arg-type]
+    per_gpu: dict[str, tuple[bool, Plan | None]] = {}
+    searched = 0
+    results: list[InstanceResult] = []
+    for inst in _chosen(load_instances(prices), providers, max_price_per_hour):
+        if inst.gpu not in per_gpu:
+            per_gpu[inst.gpu], evaluated = _gpu_plan(profile, inst.gpu, request)
+            searched += evaluated
+        has_profile, plan = per_gpu[inst.gpu]
+        results.append(_result(inst, plan, has_profile))
+    return InstancesReport(instances=tuple(_sorted_marking_fastest(results)), model=profile.name,
+                           dataset=request.dataset(), assumptions=ASSUMPTIONS, searched=searched)

@@ -1,0 +1,116 @@
+"""A fitting candidate as a :class:`Plan`: hyperparameters, code snippets, warnings; and the stated assumptions."""
+
+from __future__ import annotations
+
+import math
+
+from planner.model.targets import peft_target_modules
+from planner.recommender import rules, snippets
+from planner.recommender.reasons import plan_reasons
+from planner.recommender.request import Request
+from planner.recommender.schemas import Plan
+from planner.recommender.search import Candidate, Search
+from planner.specs import DType, Method, ModelProfile, TrainSpec
+
+
+def _hub_id(profile: ModelProfile) -> str:
+    return profile.hub_id or profile.name
+
+
+def _code(search: Search, t: TrainSpec, modules: str | list[str] | None, learning_rate: float) -> snippets.Code:
+    """Ready-to-paste LoraConfig / BitsAndBytesConfig / SFTConfig and the script around them."""
+    lora = None if t.method is Method.FULL else snippets.lora_config(t.rank, t.alpha, modules, t.lora_dropout, False)
+    bnb = snippets.bnb_config(t.dtype, t.double_quant) if t.method is Method.QLORA else None
+    sft = snippets.sft_config(
+        micro_batch=t.micro_batch, grad_accum=t.grad_accum, grad_ckpt=t.grad_ckpt, optim=t.optim,
+        learning_rate=learning_rate, scheduler=rules.SCHEDULER, warmup=rules.WARMUP_RATIO,
+        epochs=search.request.epochs, dtype=t.dtype, max_length=t.seq_len,
+    )
+    return snippets.Code(lora_config=lora, bnb_config=bnb, sft_config=sft,
+                         python=snippets.script(hub_id=_hub_id(search.profile), dtype=t.dtype, lora=lora,
+                                                bnb=bnb, sft=sft))
+
+
+def _optimizer_steps(req: Request) -> int | None:
+    """Optimizer steps for the whole job (None without a dataset size)."""
+    tokens = req.tokens()
+    if tokens is None:
+        return None
+    return math.ceil(tokens * req.epochs / (req.effective_batch * req.time_seq_len()))
+
+
+def _warnings(req: Request, c: Candidate) -> tuple[str, ...]:
+    warnings = list(c.estimate.warnings)
+    if req.avg_tokens is not None and req.avg_tokens > req.seq_len:
+        warnings.append(f"average example ({req.avg_tokens:g} tokens) is longer than --seq-len {req.seq_len}: "
+                        "examples are truncated to max_length")
+    return tuple(warnings)
+
+
+def build_plan(search: Search, c: Candidate, with_code: bool = True) -> Plan:
+    """The plan for candidate ``c`` of ``search``, with its reasons (and code when ``with_code``)."""
+    req = search.request
+    t = c.train
+    full = t.method is Method.FULL
+    recommended, rank_why = rules.recommended_rank(req.tokens(), req.task)
+    lr, lr_why = rules.learning_rate(t.method, search.params_b)
+    modules = None if full else peft_target_modules(search.profile.config, t.targets)
+    return Plan(
+        method=t.method,
+        rank=None if full else t.rank,
+        alpha=None if full else t.alpha,
+        targets=c.targets,
+        micro_batch=t.micro_batch,
+        grad_accum=t.grad_accum,
+        grad_ckpt=t.grad_ckpt,
+        optim=t.optim,
+        learning_rate=lr,
+        peak_gib=c.estimate.peak_gib,
+        tokens_per_s=round(c.time.tokens_per_s, 1),
+        hours=None if c.hours is None else round(c.hours, 3),
+        reasons=tuple(plan_reasons(search, c, rank_why, lr_why, recommended)),
+        target_modules=modules,
+        lora_dropout=None if full else t.lora_dropout,
+        use_rslora=False,
+        seq_len=t.seq_len,
+        dtype=t.dtype,
+        effective_batch=req.effective_batch,
+        lr_scheduler=rules.SCHEDULER,
+        warmup_ratio=rules.WARMUP_RATIO,
+        epochs=req.epochs,
+        optimizer_steps=_optimizer_steps(req),
+        memory_gib=c.estimate.memory_gib,
+        headroom_gib=round(search.budget - c.estimate.peak_gib.device, 3),
+        time=c.time,
+        warnings=_warnings(req, c),
+        code=_code(search, t, modules, lr) if with_code else None,
+    )
+
+
+def _dataset_assumption(req: Request) -> str:
+    if req.tokens() is None:
+        return ("dataset size not given (--dataset-tokens or --examples/--avg-tokens): tokens/s only, hours null, "
+                "rank r=16")
+    if req.avg_tokens is not None:
+        return (f"time runs at the average example length ({req.time_seq_len()} tokens) with no padding; memory at "
+                f"--seq-len {req.seq_len} (the longest batch); padding adds time")
+    return f"every sequence is {req.seq_len} tokens (packed, no padding); padding adds time"
+
+
+def assumptions(search: Search) -> list[str]:
+    """What the plans assume: sequence lengths, the utilization and its source, the modeled stack."""
+    u = search.util[search.request.methods[0]]
+    out = [_dataset_assumption(search.request)]
+    out.append(
+        f"utilization {u.mfu:.0%} of the dense {'bf16' if search.dtype is DType.BF16 else 'fp16'} peak "
+        f"({u.basis}: {'; '.join(u.sources[:1])}{' ...' if len(u.sources) > 1 else ''}) plus "
+        f"{u.overhead_s_per_layer * 1e3:.2f} ms per layer per micro-batch of fixed overhead; FLOPs per token from "
+        "Kaplan et al. 2020 (2N forward, 2N backward with a frozen base, 4N full, + a forward with checkpointing, "
+        "causal attention 2*L*s*d); QLoRA adds NF4 dequantization at memory bandwidth"
+    )
+    if u.basis not in ("measured", "published-gpu"):
+        out.append(f"no published or measured run on a {search.gpu.name}: its utilization is borrowed ({u.basis}); "
+                   "run `loraplan probe` on it to measure")
+    out.append("single GPU, transformers Trainer / TRL SFTTrainer + PEFT + bitsandbytes, SDPA attention, "
+               "standard (unchunked) loss")
+    return out

@@ -1,0 +1,87 @@
+"""What the user asked for (everything but the model and GPU), validated."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from planner.errors import PlannerError
+from planner.recommender import rules
+from planner.recommender.rules import Task
+from planner.recommender.schemas import Dataset
+from planner.specs import Frozen, Method
+
+
+class Request(Frozen):
+    """What the user asked for (everything but the model and GPU)."""
+
+    dataset_tokens: float | None = None
+    examples: int | None = None
+    avg_tokens: float | None = None
+    seq_len: int = 2048
+    effective_batch: int = 16
+    epochs: float = 3.0
+    task: Task = Task.INSTRUCTION
+    headroom: float = 0.1
+    top: int = 3
+    methods: tuple[Method, ...] = rules.METHOD_PREFERENCE
+
+    def tokens(self) -> float | None:
+        """Training tokens per epoch: given, or examples x average tokens (capped at seq_len); None if unknown."""
+        if self.dataset_tokens is not None:
+            return self.dataset_tokens
+        if self.examples is not None and self.avg_tokens is not None:
+            return self.examples * min(self.avg_tokens, self.seq_len)
+        return None
+
+    def time_seq_len(self) -> int:
+        """Sequence length the time model runs at: the average example when given (no padding), else seq_len."""
+        if self.avg_tokens is not None:
+            return max(1, min(self.seq_len, int(round(self.avg_tokens))))
+        return self.seq_len
+
+    def dataset(self) -> Dataset:
+        """The dataset part of a result (``dataset`` in the JSON)."""
+        return Dataset(tokens=self.tokens(), examples=self.examples, avg_tokens=self.avg_tokens, epochs=self.epochs)
+
+
+def _check_dataset_size(dataset_tokens: float | None, examples: int | None, avg_tokens: float | None) -> None:
+    if dataset_tokens is not None and (examples is not None or avg_tokens is not None):
+        raise PlannerError("give either --dataset-tokens or --examples with --avg-tokens, not both")
+    if (examples is None) != (avg_tokens is None):
+        raise PlannerError("--examples and --avg-tokens go together (dataset tokens = examples x avg tokens)")
+
+
+def make_request(
+    *,
+    dataset_tokens: float | None = None,
+    examples: int | None = None,
+    avg_tokens: float | None = None,
+    seq_len: int = 2048,
+    effective_batch: int = 16,
+    epochs: float = 3.0,
+    task: Task | str = Task.INSTRUCTION,
+    headroom: float = 0.1,
+    top: int = 3,
+    methods: Iterable[Method | str] | None = None,
+) -> Request:
+    """Validate user input into a :class:`Request` (one-line :class:`PlannerError` on bad input)."""
+    _check_dataset_size(dataset_tokens, examples, avg_tokens)
+    for name, value in (("dataset-tokens", dataset_tokens), ("examples", examples), ("avg-tokens", avg_tokens),
+                        ("seq-len", seq_len), ("effective-batch", effective_batch), ("epochs", epochs), ("top", top)):
+        if value is not None and value <= 0:
+            raise PlannerError(f"--{name} must be > 0, got {value}")
+    if not 0 <= headroom < 1:
+        raise PlannerError(f"--headroom is a fraction of GPU memory in [0, 1), got {headroom}")
+    try:
+        task = Task(task)
+    except ValueError:
+        raise PlannerError(f"unknown task {task!r}; choose from {', '.join(t.value for t in Task)}") from None
+    wanted = list(methods or ())
+    try:
+        chosen = tuple(Method(m) for m in wanted) if wanted else rules.METHOD_PREFERENCE
+    except ValueError:
+        raise PlannerError(f"unknown method in {wanted!r}; choose from {', '.join(m.value for m in Method)}") from None
+    return Request(
+        dataset_tokens=dataset_tokens, examples=examples, avg_tokens=avg_tokens, seq_len=seq_len,
+        effective_batch=effective_batch, epochs=epochs, task=task, headroom=headroom, top=top, methods=chosen,
+    )

@@ -1,0 +1,137 @@
+"""Result models of ``recommend`` and ``instances``. Field names and order are the ``--json`` contract."""
+
+from __future__ import annotations
+
+from planner.recommender.rules import Task
+from planner.recommender.snippets import Code
+from planner.results import MemoryGiB, PeakGiB
+from planner.specs import DType, Frozen, Method, Optim
+from planner.time import TimeBreakdown, Utilization
+
+
+class Dataset(Frozen):
+    """How much data the job trains on."""
+
+    tokens: float | None
+    """Training tokens per epoch (None: not given; hours are then null)."""
+    examples: int | None = None
+    avg_tokens: float | None = None
+    epochs: float
+
+
+class GpuBudget(Frozen):
+    name: str
+    memory_gib: float
+    usable_gib: float
+    """Memory a process can allocate (total less driver-reserved)."""
+    budget_gib: float
+    """What a plan's device peak must stay under: usable x (1 - headroom)."""
+    headroom: float
+    detected: bool = False
+
+
+class Plan(Frozen):
+    """One recommended configuration. The first fields are the ``--json`` contract."""
+
+    method: Method
+    rank: int | None
+    alpha: float | None
+    targets: str | None
+    """Target preset (``all-linear``, ``attn``, ``qv``); None for full fine-tuning."""
+    micro_batch: int
+    grad_accum: int
+    grad_ckpt: bool
+    optim: Optim
+    learning_rate: float
+    peak_gib: PeakGiB
+    tokens_per_s: float
+    hours: float | None
+    reasons: tuple[str, ...]
+    # -- details
+    target_modules: str | list[str] | None
+    lora_dropout: float | None
+    use_rslora: bool
+    seq_len: int
+    dtype: DType
+    effective_batch: int
+    lr_scheduler: str
+    warmup_ratio: float
+    epochs: float
+    optimizer_steps: int | None
+    memory_gib: MemoryGiB
+    headroom_gib: float
+    time: TimeBreakdown
+    warnings: tuple[str, ...] = ()
+    code: Code | None = None
+
+
+class GpuOption(Frozen):
+    name: str
+    memory_gib: float
+    method: Method
+    targets: str | None
+    hours: float | None
+    tokens_per_s: float
+
+
+class InstanceOption(Frozen):
+    provider: str
+    instance: str
+    gpu: str
+    gpus: int
+    price_per_hour: float
+    hours: float | None
+    cost: float | None
+
+
+class Alternatives(Frozen):
+    """When nothing fits: the smallest GPU profiles and the cheapest instances that would."""
+
+    gpus: tuple[GpuOption, ...]
+    instances: tuple[InstanceOption, ...]
+
+
+class Recommendation(Frozen):
+    """Result of :func:`recommend`; field names are the ``recommend --json`` contract."""
+
+    model: str
+    gpu: GpuBudget
+    plans: tuple[Plan, ...]
+    reason: str | None
+    dataset: Dataset
+    task: Task
+    utilization: Utilization
+    assumptions: tuple[str, ...]
+    searched: int
+    """Configurations evaluated (estimate + time model)."""
+    alternatives: Alternatives | None = None
+
+
+class InstanceResult(Frozen):
+    """One instance: does a plan fit on one of its GPUs, how long, how much. First fields: the JSON contract."""
+
+    provider: str
+    instance: str
+    gpu: str
+    gpus: int
+    price_per_hour: float
+    fits: bool
+    plan: Plan | None
+    hours: float | None
+    cost: float | None
+    # -- details
+    fastest: bool = False
+    cost_per_mtok: float | None = None
+    """USD per million training tokens (defined even without a dataset size)."""
+    region: str
+    price_date: str
+    price_source: str
+    note: str | None = None
+
+
+class InstancesReport(Frozen):
+    instances: tuple[InstanceResult, ...]
+    model: str
+    dataset: Dataset
+    assumptions: tuple[str, ...]
+    searched: int
