@@ -79,6 +79,13 @@ class PeakGiB(Frozen):
 class GpuRef(Frozen):
     name: str
     memory_gib: float
+    """nvidia-smi's total."""
+    usable_gib: float | None = None
+    """Total less what the driver reserves."""
+    budget_gib: float | None = None
+    """Usable less the headroom kept free: what ``fits`` compares the device peak with."""
+    headroom: float | None = None
+    """Fraction of the usable memory kept free."""
 
 
 class Estimate(Frozen):
@@ -97,6 +104,7 @@ class Estimate(Frozen):
     gpu: GpuRef | None = None
     fits: bool | None = None
     headroom_gib: float | None = None
+    """Budget left after the device peak (negative: short by that much)."""
     advice: str | None = None
     warnings: tuple[str, ...] = ()
     stack: StackRef | None = None
@@ -123,6 +131,9 @@ class Estimate(Frozen):
         data = self.model_dump(mode="json")
         data["memory_gib"] = {k: round(v, 4) for k, v in data["memory_gib"].items()}
         data["peak_gib"] = {k: round(v, 4) for k, v in data["peak_gib"].items()}
+        for key in ("headroom_gib", "host_spillable_gib"):
+            if data.get(key) is not None:
+                data[key] = round(data[key], 4)
         for term in data.get("terms") or ():
             term["gib"] = round(term["gib"], 4)
         return data

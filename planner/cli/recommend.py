@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from planner.estimator.fits import DEFAULT_HEADROOM
 from planner.recommender.rules import Task
 
 _METHODS = ("auto", "lora", "qlora", "full")
@@ -41,7 +42,7 @@ def request_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--epochs", type=float, default=3.0, show_default=True, help="Passes over the dataset."),
         click.option("--task", type=click.Choice([t.value for t in Task], case_sensitive=False),
                      default=Task.INSTRUCTION.value, show_default=True, help="Task (sizes the LoRA rank)."),
-        click.option("--headroom", type=float, default=0.1, show_default=True,
+        click.option("--headroom", type=float, default=DEFAULT_HEADROOM, show_default=True,
                      help="Fraction of usable GPU memory to keep free."),
         click.option("--method", "method", type=click.Choice(_METHODS, case_sensitive=False), default="auto",
                      show_default=True, help="auto = 16-bit LoRA first, QLoRA when that does not fit."),

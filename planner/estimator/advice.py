@@ -7,7 +7,9 @@ from collections.abc import Callable
 from planner.results import Estimate
 from planner.specs import GpuProfile, Method, ModelProfile, Optim, TrainSpec
 
-# Each candidate changes one thing, cheapest in quality/speed first.
+_LEAN_QLORA = {"method": Method.QLORA, "grad_ckpt": True, "optim": Optim.PAGED_ADAMW_8BIT, "micro_batch": 1}
+
+# Each candidate changes one thing, cheapest in quality/speed first; then the leanest combinations.
 _CHANGES: tuple[tuple[str, Callable[[TrainSpec], TrainSpec | None]], ...] = (
     ("enable gradient checkpointing (--grad-ckpt)", lambda t: None if t.grad_ckpt else t.model_copy(update={"grad_ckpt": True})),
     ("use an 8-bit paged optimizer (--optim paged-adamw-8bit)",
@@ -19,7 +21,10 @@ _CHANGES: tuple[tuple[str, Callable[[TrainSpec], TrainSpec | None]], ...] = (
     ("use micro-batch 1 with gradient accumulation (--micro-batch 1 --grad-accum N)",
      lambda t: None if t.micro_batch == 1 else t.model_copy(update={"micro_batch": 1, "grad_accum": t.grad_accum * t.micro_batch})),
     ("use QLoRA with checkpointing and a paged 8-bit optimizer (--method qlora --grad-ckpt --optim paged-adamw-8bit)",
-     lambda t: t.model_copy(update={"method": Method.QLORA, "grad_ckpt": True, "optim": Optim.PAGED_ADAMW_8BIT, "micro_batch": 1})),
+     lambda t: t.model_copy(update=_LEAN_QLORA)),
+    ("use QLoRA with 16-bit embeddings and norms as current TRL does (--method qlora --no-kbit-prepare --grad-ckpt "
+     "--optim paged-adamw-8bit)",
+     lambda t: t.model_copy(update={**_LEAN_QLORA, "kbit_prepare": False})),
 )
 
 
@@ -31,16 +36,36 @@ def advise(
 ) -> str:
     """What to change so ``train`` fits ``gpu``, as one line.
 
-    ``run`` is the estimator (passed in to keep this module free of import cycles).
+    ``run`` is the estimator with the caller's fit rule (passed in to keep this module free of import cycles).
     """
     for label, change in _CHANGES:
         candidate = change(train)
-        if candidate is None:
+        if candidate is None or candidate == train:
             continue
         est = run(model, candidate, gpu)
         if est.fits:
-            return f"To fit: {label} -> peak {est.peak_gib.device:.1f} GiB of {gpu.memory_gib:.1f} GiB."
-    half = train.model_copy(update={"seq_len": max(1, train.seq_len // 2), "micro_batch": 1})
-    if run(model, half, gpu).fits:
-        return f"To fit: shorten sequences to {half.seq_len} tokens with micro-batch 1, or use a larger GPU (loraplan instances)."
-    return "Does not fit even as QLoRA at micro-batch 1: use a larger GPU (see `loraplan instances`) or a multi-GPU sharded setup."
+            return f"To fit: {label} -> peak {est.peak_gib.device:.1f} GiB within the {_budget(est):.1f} GiB budget."
+    for base, how in ((train.model_copy(update={"micro_batch": 1}), "with micro-batch 1"),
+                      (train.model_copy(update={**_LEAN_QLORA, "kbit_prepare": False}), "as lean QLoRA (--method "
+                       "qlora --no-kbit-prepare --grad-ckpt --optim paged-adamw-8bit --micro-batch 1)")):
+        seq = _longest_fitting_seq(model, base, gpu, run)
+        if seq is not None:
+            return (f"To fit: shorten sequences to {seq} tokens {how}, or use a larger GPU (loraplan instances).")
+    return ("Does not fit even as lean QLoRA at 256 tokens: use a larger GPU (see `loraplan instances`) or a "
+            "multi-GPU sharded setup.")
+
+
+def _budget(est: Estimate) -> float:
+    assert est.gpu is not None and est.gpu.budget_gib is not None
+    return est.gpu.budget_gib
+
+
+def _longest_fitting_seq(model: ModelProfile, base: TrainSpec, gpu: GpuProfile,
+                         run: Callable[[ModelProfile, TrainSpec, GpuProfile], Estimate]) -> int | None:
+    """The longest power-of-two sequence length below ``base.seq_len`` (down to 256) that fits, if any."""
+    seq = 1 << (max(base.seq_len - 1, 1).bit_length() - 1)  # largest power of two below seq_len
+    while seq >= 256:
+        if run(model, base.model_copy(update={"seq_len": seq}), gpu).fits:
+            return seq
+        seq //= 2
+    return None

@@ -8,15 +8,13 @@ the sum of every component.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from planner.calibration import Calibration
 from planner.catalog import load_gpu, load_model
-from planner.estimator.fits import usable_gib
+from planner.estimator.fits import DEFAULT_HEADROOM, budget_gib, usable_gib
 from planner.estimator.overhead import allocator_reserve_term, runtime_terms
 from planner.estimator.warnings import estimate_warnings
 from planner.memory.context import build_context
-from planner.memory.ledger import Pool
+from planner.memory.ledger import DEVICE_POOLS, RESERVED_POOLS
 from planner.memory.step import step_ledger
 from planner.model.params import param_counts
 from planner.parallel.spec import ParallelSpec, per_gpu
@@ -32,6 +30,7 @@ def estimate(
     calibration: Calibration | None = None,
     stack: Stack | None = None,
     parallel: ParallelSpec | None = None,
+    headroom: float = DEFAULT_HEADROOM,
 ) -> Estimate:
     """Estimate the GPU memory of one fine-tuning step.
 
@@ -39,10 +38,12 @@ def estimate(
         model: A :class:`ModelProfile` or anything :func:`planner.catalog.load_model` resolves.
         train: The training configuration (defaults: LoRA r=16 on all linear layers, bf16, micro-batch 1,
             seq 2048, checkpointing, AdamW).
-        gpu: A :class:`GpuProfile` or GPU name; when given, ``fits`` and ``headroom_gib`` are set.
+        gpu: A :class:`GpuProfile` or GPU name; when given, ``fits`` (device peak within the GPU's budget) and
+            ``headroom_gib`` (budget left) are set.
         calibration: Measured CUDA context / allocator reserve for this GPU (from a probe).
         stack: The training stack to model (default: ``profiles/stacks/trainer-transformers5.json``).
         parallel: Where the step runs (default: one GPU).
+        headroom: Fraction of the GPU's usable memory to keep free (:mod:`planner.estimator.fits`).
 
     Returns:
         An :class:`Estimate`; all sizes in GiB (2**30 bytes).
@@ -57,23 +58,26 @@ def estimate(
     if train.method is not Method.FULL and ctx.dropout != train.lora_dropout:
         train = train.model_copy(update={"lora_dropout": ctx.dropout})
     ledger = per_gpu(runtime_terms(step_ledger(ctx), gpu_profile, calibration), parallel or ParallelSpec())
-    phase, allocated = ledger.peak()
-    reserve = allocator_reserve_term(ctx, ledger, calibration)
-    ledger = ledger.plus(replace(reserve, counted_bytes=reserve.at(phase)))  # the table shows it at the peak
-    reserved = allocated + ledger.total(phase, (Pool.CACHED,))
-    device = reserved + ledger.total(phase, (Pool.CONTEXT, Pool.MANAGED))
+    ledger = ledger.plus(allocator_reserve_term(ctx, ledger, calibration))
+    # Each counter peaks in its own sub-phase: the allocator's cached blocks differ by phase, so the
+    # reserved (and device) peak need not be where the most memory is allocated.
+    phase, allocated = ledger.peak(RESERVED_POOLS[:1])
+    reserved = ledger.peak(RESERVED_POOLS)[1]
+    device = ledger.peak(DEVICE_POOLS)[1]
     peak = PeakGiB(allocated=allocated / GIB, reserved=reserved / GIB, device=device / GIB)
-    fits = headroom = gpu_ref = None
+    fits = spare = gpu_ref = None
     if gpu_profile is not None:
-        gpu_ref = GpuRef(name=gpu_profile.name, memory_gib=gpu_profile.memory_gib)
-        headroom = usable_gib(gpu_profile) - peak.device
-        fits = headroom >= 0
+        budget = budget_gib(gpu_profile, headroom)
+        gpu_ref = GpuRef(name=gpu_profile.name, memory_gib=gpu_profile.memory_gib, usable_gib=usable_gib(gpu_profile),
+                         budget_gib=budget, headroom=headroom)
+        spare = budget - peak.device
+        fits = spare >= 0
     paged = ledger.size_of("paged optimizer state")
     est = Estimate(
         model=profile.name, method=train.method, train=train, params=param_counts(profile.config, train),
         memory_gib=MemoryGiB(**{c: b / GIB for c, b in ledger.components().items()}),
         peak_gib=peak, peak_phase=phase.group, host_spillable_gib=paged / GIB, gpu=gpu_ref, fits=fits,
-        headroom_gib=headroom, advice=None, warnings=estimate_warnings(ctx, paged), stack=ctx.stack.ref(),
+        headroom_gib=spare, advice=None, warnings=estimate_warnings(ctx, paged, gpu_profile), stack=ctx.stack.ref(),
     )
     est._ledger = ledger
     return est

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from planner.memory.context import Context
-from planner.specs import GIB
+from planner.specs import GIB, DType, GpuProfile
 from planner.stack.stack import MoeExperts
 
 
-def estimate_warnings(ctx: Context, paged_bytes: float) -> tuple[str, ...]:
-    """One line per surprising behaviour of ``ctx``'s stack for this model and spec."""
+def estimate_warnings(ctx: Context, paged_bytes: float, gpu: GpuProfile | None = None) -> tuple[str, ...]:
+    """One line per surprising behaviour of ``ctx``'s stack for this model, spec and GPU."""
     out: list[str] = []
     train, config, arch = ctx.train, ctx.config, ctx.arch
+    if gpu is not None and not gpu.bf16 and train.dtype is DType.BF16:
+        out.append(
+            f"{gpu.name} has no bf16 support (compute capability {gpu.compute_capability}): use --dtype fp16 "
+            "(full fine-tuning: --dtype fp16 --fp32-master); bf16 would be emulated or refused"
+        )
     if ctx.qlora and arch.expert_params and ctx.stack.moe_experts is MoeExperts.FUSED_3D_UNQUANTIZED:
         out.append(
             "transformers 5 stores MoE experts as 3-D parameters, which bitsandbytes does not quantize: only the "

@@ -61,6 +61,12 @@ class Pool(str, Enum):
     """CUDA context and module images: on the device (nvidia-smi), outside torch's counters."""
 
 
+RESERVED_POOLS = (Pool.ALLOCATED, Pool.CACHED)
+"""What ``torch.cuda.memory_reserved`` counts (the first is ``memory_allocated``)."""
+DEVICE_POOLS = (Pool.ALLOCATED, Pool.CACHED, Pool.CONTEXT, Pool.MANAGED)
+"""What the card holds for the process (nvidia-smi)."""
+
+
 @dataclass(frozen=True)
 class Term:
     """One named memory term.
@@ -71,8 +77,6 @@ class Term:
         bytes_by_phase: Bytes it holds in each sub-phase it is alive in.
         pool: Which counter sees it.
         source: Library file and function (or paper) it follows.
-        counted_bytes: What the component table counts for it when not its largest size
-            (``None``: its largest size). Kept only where the published ``memory_gib`` differs.
     """
 
     name: str
@@ -80,7 +84,6 @@ class Term:
     bytes_by_phase: Mapping[Phase, float]
     pool: Pool = Pool.ALLOCATED
     source: str = ""
-    counted_bytes: float | None = None
 
     def __post_init__(self) -> None:
         if self.component not in COMPONENTS:
@@ -90,10 +93,6 @@ class Term:
     def size_bytes(self) -> float:
         """Its largest size over the phases it is alive in."""
         return max(self.bytes_by_phase.values(), default=0.0)
-
-    @property
-    def component_bytes(self) -> float:
-        return self.size_bytes if self.counted_bytes is None else self.counted_bytes
 
     def at(self, phase: Phase) -> float:
         return self.bytes_by_phase.get(phase, 0.0)
@@ -147,13 +146,13 @@ class Ledger:
         return best
 
     def component_bytes(self, component: str) -> float:
-        return sum(t.component_bytes for t in self.terms if t.component == component)
+        return sum(t.size_bytes for t in self.terms if t.component == component)
 
     def components(self) -> dict[str, float]:
         """Bytes by component (:data:`planner.results.COMPONENTS`, in order)."""
         out = dict.fromkeys(COMPONENTS, 0.0)
         for t in self.terms:
-            out[t.component] += t.component_bytes
+            out[t.component] += t.size_bytes
         return out
 
     def size_of(self, name: str) -> float:

@@ -45,7 +45,7 @@ def step_ledger(ctx: Context) -> Ledger:
     """Every memory term of one steady-state step of ``ctx`` (overhead terms are added by the estimator)."""
     phases = step_phases(ctx)
     terms = _state_terms(ctx, phases) + _activation_terms(ctx) + _loss_terms(ctx)
-    return Ledger(tuple(t for t in terms if t.bytes_by_phase or t.counted_bytes), phases)
+    return Ledger(tuple(t for t in terms if t.bytes_by_phase), phases)
 
 
 def _state_terms(ctx: Context, phases: tuple[Phase, ...]) -> list[Term]:
@@ -73,47 +73,55 @@ def _state_terms(ctx: Context, phases: tuple[Phase, ...]) -> list[Term]:
     if ctx.full and ctx.accumulating:
         # The top layer's fresh lm_head gradient before autograd accumulates it into .grad.
         terms.append(Term("new lm_head gradient", "gradients",
-                          alive(states.lm_head_grad_bytes(ctx), (Phase.LAYER_BACKWARD,)), counted_bytes=0.0))
+                          alive(states.lm_head_grad_bytes(ctx), (Phase.LAYER_BACKWARD,))))
     if ctx.full and ctx.config.tie_word_embeddings:
         # With tied embeddings the lm_head's gradient is still waiting to be summed when the embedding backward
         # creates its own (autograd accumulates the two into the one .grad afterwards).
         terms.append(Term("tied embedding gradient (pending sum)", "gradients",
-                          alive(states.lm_head_grad_bytes(ctx), bottom), counted_bytes=0.0))
+                          alive(states.lm_head_grad_bytes(ctx), bottom)))
     return terms
 
 
 def _activation_terms(ctx: Context) -> list[Term]:
     acts = activations(ctx)
-    casts = states.autocast_weight_copy_bytes(ctx)
     ckpt, layers = ctx.train.grad_ckpt, ctx.layers
-    dequant = states.qlora_dequant_transient_bytes(ctx)
-    saved_layers = acts.layers_saved(layers, ckpt) + (0.0 if ckpt else casts)
-    layer_saved = alive(saved_layers, FORWARD_BACKWARD)
-    outside = alive(acts.outside_layers_bytes, FORWARD_BACKWARD + ((Phase.BOTTOM_BACKWARD,) if ctx.full else ()))
+    bottom = (Phase.BOTTOM_BACKWARD,) if ctx.full else ()
+    layer_saved = alive(acts.layers_saved(layers, ckpt), FORWARD_BACKWARD)
     recompute: dict[Phase, float] = {}
-    if ctx.full and not ckpt:
-        layer_saved[Phase.BOTTOM_BACKWARD] = acts.per_layer_bytes  # the bottom layer's own saved tensors
     if ckpt:
-        recompute[Phase.LAYER_BACKWARD] = acts.per_layer_bytes + casts / layers
-        if ctx.full:
-            recompute[Phase.BOTTOM_BACKWARD] = acts.per_layer_bytes
-    in_flight_phases = (Phase.LAYER_BACKWARD,) + ((Phase.BOTTOM_BACKWARD,) if ctx.full else ())
-    # With checkpointing nothing keeps the casts for backward: trainable (full) weights' casts stay in
-    # autocast's cache until the forward region ends; frozen (LoRA) weights' casts are per op.
-    forward_casts = casts if ckpt and ctx.full else 0.0
+        recompute = alive(acts.per_layer_bytes, (Phase.LAYER_BACKWARD,) + bottom)
+    elif ctx.full:
+        layer_saved[Phase.BOTTOM_BACKWARD] = acts.per_layer_bytes  # the bottom layer's own saved tensors
     return [
-        Term("autocast weight copies", "weights", alive(forward_casts, FORWARD), source=CASTS, counted_bytes=casts),
+        _autocast_casts_term(ctx),
         Term("saved activations (decoder layers)", "activations", layer_saved, source=AUTOGRAD),
-        Term("saved activations (outside layers)", "activations", outside, source=AUTOGRAD),
+        Term("saved activations (outside layers)", "activations",
+             alive(acts.outside_layers_bytes, FORWARD_BACKWARD + bottom), source=AUTOGRAD),
         Term("recomputed layer", "activations", recompute, source="torch.utils.checkpoint (non-reentrant)"),
-        Term("layer backward in flight", "activations", alive(acts.layer_backward_transient_bytes, in_flight_phases),
-             source=AUTOGRAD),
+        Term("layer backward in flight", "activations",
+             alive(acts.layer_backward_transient_bytes, (Phase.LAYER_BACKWARD,) + bottom), source=AUTOGRAD),
         Term("layer forward transient", "activations", alive(acts.forward_transient_bytes, (Phase.LAYER_FORWARD,)),
              source=AUTOGRAD),
         Term("4-bit dequantized weight", "activations",
-             alive(dequant, (Phase.LAYER_FORWARD, Phase.LAYER_BACKWARD)),
+             alive(states.qlora_dequant_transient_bytes(ctx), (Phase.LAYER_FORWARD, Phase.LAYER_BACKWARD)),
              source="bitsandbytes v0.50.2 autograd/_functions.py MatMul4Bit (dequantize_4bit per matmul)"),
     ]
+
+
+def _autocast_casts_term(ctx: Context) -> Term:
+    """16-bit autocast copies of fp32 weights (``--fp32-master``).
+
+    Without checkpointing autograd saves every copy until its layer's backward. With it, trainable (full)
+    weights' copies stay in autocast's cache until the forward region ends, and the recomputed layer makes
+    its own; frozen (LoRA) weights' copies are per op, alive only inside the layer being recomputed.
+    """
+    casts = states.autocast_weight_copy_bytes(ctx)
+    if not ctx.train.grad_ckpt:
+        by_phase = alive(casts, FORWARD_BACKWARD)
+    else:
+        by_phase = alive(casts, FORWARD) if ctx.full else {}
+        by_phase.update(alive(casts / ctx.layers, (Phase.LAYER_BACKWARD,)))
+    return Term("autocast weight copies", "weights", by_phase, source=CASTS)
 
 
 def _loss_terms(ctx: Context) -> list[Term]:
@@ -129,5 +137,6 @@ def _loss_terms(ctx: Context) -> list[Term]:
 
 def cached_logits_term(ctx: Context) -> Term:
     """The allocator's unusable cached logits block during backward (uncalibrated reserve)."""
-    return Term("cached logits block", "overhead", alive(logits_memory(ctx).cached_block_bytes, BACKWARD),
+    backward = tuple(p for p in step_phases(ctx) if p in BACKWARD)
+    return Term("cached logits block", "overhead", alive(logits_memory(ctx).cached_block_bytes, backward),
                 pool=Pool.CACHED, source="c10/cuda/CUDACachingAllocator.cpp (freed blocks are kept and split)")

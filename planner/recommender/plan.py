@@ -28,7 +28,8 @@ def _code(search: Search, t: TrainSpec, modules: str | list[str] | None, learnin
     )
     return snippets.Code(lora_config=lora, bnb_config=bnb, sft_config=sft,
                          python=snippets.script(hub_id=_hub_id(search.profile), dtype=t.dtype, lora=lora,
-                                                bnb=bnb, sft=sft))
+                                                bnb=bnb, sft=sft, fp32_master=t.fp32_master,
+                                                kbit_prepare=t.kbit_prepare))
 
 
 def _optimizer_steps(req: Request) -> int | None:

@@ -34,8 +34,11 @@ def method_reason(search: Search, c: Candidate) -> str:
         return (f"16-bit LoRA fits the {budget}: no quantization error or dequantization time "
                 f"[{rules.SOURCES['lwr'].title}]")
     if c.train.method is Method.QLORA:
-        return (f"{_qlora_lead(search, c)}QLoRA (NF4 base + 16-bit adapters) fits the {budget}; NF4 QLoRA with "
-                f"adapters on all linear layers matches 16-bit fine-tuning [{rules.SOURCES['qlora'].title}]")
+        prepare = ("" if c.train.kbit_prepare else
+                   " without prepare_model_for_kbit_training (embeddings and norms stay 16-bit, as TRL's "
+                   "SFTTrainer runs it: the fp32 upcast does not fit)")
+        return (f"{_qlora_lead(search, c)}QLoRA (NF4 base + 16-bit adapters){prepare} fits the {budget}; NF4 QLoRA "
+                f"with adapters on all linear layers matches 16-bit fine-tuning [{rules.SOURCES['qlora'].title}]")
     return f"full fine-tuning fits the {budget}"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from planner.errors import PlannerError
+from planner.estimator.fits import DEFAULT_HEADROOM, check_headroom
 from planner.recommender import rules
 from planner.recommender.rules import Task
 from planner.recommender.schemas import Dataset
@@ -21,7 +22,7 @@ class Request(Frozen):
     effective_batch: int = 16
     epochs: float = 3.0
     task: Task = Task.INSTRUCTION
-    headroom: float = 0.1
+    headroom: float = DEFAULT_HEADROOM
     top: int = 3
     methods: tuple[Method, ...] = rules.METHOD_PREFERENCE
 
@@ -60,7 +61,7 @@ def make_request(
     effective_batch: int = 16,
     epochs: float = 3.0,
     task: Task | str = Task.INSTRUCTION,
-    headroom: float = 0.1,
+    headroom: float = DEFAULT_HEADROOM,
     top: int = 3,
     methods: Iterable[Method | str] | None = None,
 ) -> Request:
@@ -70,8 +71,7 @@ def make_request(
                         ("seq-len", seq_len), ("effective-batch", effective_batch), ("epochs", epochs), ("top", top)):
         if value is not None and value <= 0:
             raise PlannerError(f"--{name} must be > 0, got {value}")
-    if not 0 <= headroom < 1:
-        raise PlannerError(f"--headroom is a fraction of GPU memory in [0, 1), got {headroom}")
+    headroom = check_headroom(headroom)
     try:
         task = Task(task)
     except ValueError:

@@ -22,12 +22,14 @@ estimated hours; one plan per (method, targets, rank, checkpointing) is shown.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
 from planner.calibration import Calibration, cached_calibration
 from planner.errors import PlannerError
-from planner.estimator import estimate, usable_gib
+from planner.estimator import estimate
+from planner.estimator.fits import budget_gib
 from planner.model.targets import dropout_allowed, peft_target_modules
 from planner.model.params import total_params
 from planner.recommender import rules
@@ -71,7 +73,7 @@ class Search:
     """(method, targets) that have at least one fitting configuration."""
 
     def __post_init__(self) -> None:
-        self.budget = usable_gib(self.gpu) * (1.0 - self.request.headroom)
+        self.budget = budget_gib(self.gpu, self.request.headroom)
         self.model_name = self.profile.name
         self.dtype = DType.BF16 if self.gpu.bf16 else DType.FP16
         self.params_b = total_params(self.profile.config) / 1e9
@@ -81,7 +83,7 @@ class Search:
         """The estimate of ``train`` (cached; counts toward ``evaluated``)."""
         est = self._cache.get(train)
         if est is None:
-            est = estimate(self.profile, train, self.gpu, self.calibration)
+            est = estimate(self.profile, train, self.gpu, self.calibration, headroom=self.request.headroom)
             self._cache[train] = est
             self.evaluated += 1
         return est
@@ -91,10 +93,16 @@ class Search:
         return self._cache.get(train)
 
     def fits(self, est: Estimate) -> bool:
-        return est.peak_gib.device <= self.budget
+        """The one fit rule (:mod:`planner.estimator.fits`), evaluated by the estimate itself."""
+        return bool(est.fits)
 
-    def spec(self, method: Method, targets: str | None, rank: int, mb: int, ckpt: bool, optim: Optim) -> TrainSpec:
-        """The training spec of one search point (``targets`` None: full fine-tuning)."""
+    def spec(self, method: Method, targets: str | None, rank: int, mb: int, ckpt: bool, optim: Optim,
+             kbit_prepare: bool = True) -> TrainSpec:
+        """The training spec of one search point (``targets`` None: full fine-tuning).
+
+        Full fine-tuning on a GPU without bf16 keeps fp32 master weights under fp16 autocast: fp16 weights
+        with ``fp16=True`` fail in the GradScaler ("Attempting to unscale FP16 gradients").
+        """
         full = method is Method.FULL
         return TrainSpec(
             method=method,
@@ -110,6 +118,8 @@ class Search:
             optim=optim,
             attn=Attn.SDPA,
             dtype=self.dtype,
+            fp32_master=full and self.dtype is DType.FP16,
+            kbit_prepare=kbit_prepare,
         )
 
     def timing(self, train: TrainSpec) -> tuple[TimeBreakdown, float | None]:
@@ -122,8 +132,7 @@ class Search:
 
     def micro_batches(self) -> list[int]:
         """Divisors of the effective batch, ascending (gradient accumulation then reaches it exactly)."""
-        e = self.request.effective_batch
-        return [d for d in range(1, e + 1) if e % d == 0]
+        return divisors(self.request.effective_batch)
 
     def run(self, rank: int, best_only: bool = False) -> list[Candidate]:
         """Candidates in preference order of targets, then method, then rank.
@@ -155,8 +164,8 @@ class Search:
                 targets = next((t for t in reversed(rules.TARGET_PREFERENCE) if self.targets_exist(t)), None)
                 if targets is None:
                     continue
-            for optim in eight_bit:
-                if self.fits(self.estimate(self.spec(method, targets, _LEANEST_RANK, 1, True, optim))):
+            for kbit, optim in itertools.product(kbit_prepare_choices(method), eight_bit):
+                if self.fits(self.estimate(self.spec(method, targets, _LEANEST_RANK, 1, True, optim, kbit))):
                     return True
         return False
 
@@ -178,9 +187,10 @@ class Search:
 
     def _first_fitting(self, method: Method, targets: str | None, rank: int, mb: int, ckpt: bool,
                        rank_tier: int) -> Candidate | None:
-        """The first optimizer in preference order that fits this point, as a candidate."""
-        for optim in rules.OPTIM_PREFERENCE:
-            train = self.spec(method, targets, rank, mb, ckpt, optim)
+        """The first optimizer in preference order that fits this point, as a candidate (QLoRA: with
+        ``prepare_model_for_kbit_training`` first, then without it, as current TRL runs QLoRA)."""
+        for kbit, optim in itertools.product(kbit_prepare_choices(method), rules.OPTIM_PREFERENCE):
+            train = self.spec(method, targets, rank, mb, ckpt, optim, kbit)
             est = self.estimate(train)
             if ckpt and mb == 1:
                 key = (method, targets)
@@ -210,6 +220,18 @@ class Search:
         method_tier = self.request.methods.index(train.method)
         key = (target_tier, method_tier, rank_tier, 1.0 / t.tokens_per_s, -train.micro_batch)
         return Candidate(train, est, t, hours, key, targets, rank_tier)
+
+
+def divisors(n: int) -> list[int]:
+    """Divisors of ``n`` ascending, in O(sqrt(n)) (``--effective-batch 1000000007`` must not enumerate 1e9)."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return small + [n // d for d in reversed(small) if d * d != n]
+
+
+def kbit_prepare_choices(method: Method) -> tuple[bool, ...]:
+    """QLoRA is tried with ``prepare_model_for_kbit_training`` (fp32 non-quantized params), then without (16-bit,
+    what current TRL ``SFTTrainer`` does); the flag means nothing for the other methods."""
+    return (True, False) if method is Method.QLORA else (True,)
 
 
 def rank_fallbacks(rank: int) -> list[int]:

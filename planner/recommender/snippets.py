@@ -111,12 +111,19 @@ def script(
     lora: str | None,
     bnb: str | None,
     sft: str,
+    fp32_master: bool = False,
+    kbit_prepare: bool = True,
 ) -> str:
-    """One script skeleton: configs, model loading, trainer."""
-    torch_dtype = "torch.bfloat16" if dtype is DType.BF16 else "torch.float16"
+    """One script skeleton: configs, model loading, trainer.
+
+    ``fp32_master`` loads fp32 weights (mixed precision under autocast); ``kbit_prepare`` False leaves the
+    quantized model as TRL ``SFTTrainer`` does (16-bit embeddings and norms) instead of calling
+    ``prepare_model_for_kbit_training``.
+    """
+    torch_dtype = "torch.float32" if fp32_master else ("torch.bfloat16" if dtype is DType.BF16 else "torch.float16")
     imports = ["import torch", "from transformers import AutoModelForCausalLM" + (", BitsAndBytesConfig" if bnb else "")]
     if lora:
-        imports.append("from peft import LoraConfig" + (", prepare_model_for_kbit_training" if bnb else ""))
+        imports.append("from peft import LoraConfig" + (", prepare_model_for_kbit_training" if bnb and kbit_prepare else ""))
     imports.append("from trl import SFTConfig, SFTTrainer")
     body = [""]
     if bnb:
@@ -128,8 +135,10 @@ def script(
     body.append(
         f'model = AutoModelForCausalLM.from_pretrained("{hub_id}", dtype={torch_dtype}, attn_implementation="sdpa"{quant})'
     )
-    if bnb:
+    if bnb and kbit_prepare:
         body.append("model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)")
+    elif bnb:
+        body.append("# no prepare_model_for_kbit_training: embeddings and norms stay 16-bit (what TRL's SFTTrainer does)")
     body.append("dataset = ...  # your training set (see TRL's dataset formats)")
     peft = ", peft_config=peft_config" if lora else ""
     body.append(f"trainer = SFTTrainer(model=model, args=args, train_dataset=dataset{peft})")

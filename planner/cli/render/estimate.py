@@ -50,9 +50,12 @@ def render_estimate(est: Estimate, console: Console | None = None) -> None:
     for warning in est.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
     if est.gpu is not None:
+        g = est.gpu
+        budget = (f"{g.budget_gib:.2f} GiB budget = {g.usable_gib:.2f} usable of {g.memory_gib:.2f} "
+                  f"less {g.headroom:.0%} headroom")
         if est.fits:
-            console.print(f"[green]fits[/] {est.gpu.name} ({est.gpu.memory_gib:.2f} GiB): {est.headroom_gib:.2f} GiB headroom")
+            console.print(f"[green]fits[/] {g.name}: {est.headroom_gib:.2f} GiB to spare ({budget})")
         else:
-            console.print(f"[red]does not fit[/] {est.gpu.name} ({est.gpu.memory_gib:.2f} GiB): short by {-est.headroom_gib:.2f} GiB")
+            console.print(f"[red]does not fit[/] {g.name}: short by {-est.headroom_gib:.2f} GiB ({budget})")
     if est.advice:
         console.print(est.advice)
