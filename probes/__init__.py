@@ -9,7 +9,9 @@
 * :mod:`probes.detect` - visible GPUs; :mod:`probes.search` - max micro-batch search;
   :mod:`probes.run` - estimate + measure + compare; :mod:`probes.results` - the JSON contract.
 
-Importing a submodule imports torch; ``planner`` never imports this package at module level.
+Importing a submodule imports torch. Only ``planner.cli`` imports this package (inside the commands
+that need it: ``probe``, and GPU detection for ``recommend`` without ``--gpu``); probes import every
+``planner`` layer but the CLI (``tests/test_layers.py``).
 """
 
 from __future__ import annotations

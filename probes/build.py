@@ -32,7 +32,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from planner.catalog import normalize_config
 from planner.errors import PlannerError
+from planner.model.targets import lora_dropout, peft_target_modules
 from planner.specs import Attn, DType, Method, TrainSpec
 
 GC_KWARGS = {"use_reentrant": False}
@@ -125,9 +127,6 @@ def create_model(raw: dict[str, Any], spec: TrainSpec, device: torch.device | st
 def lora_config(raw: dict[str, Any], spec: TrainSpec) -> Any:
     """The ``peft.LoraConfig`` for ``spec``; targets resolved like the estimator's."""
     from peft import LoraConfig
-
-    from planner.model.targets import lora_dropout, peft_target_modules
-    from planner.catalog import normalize_config
 
     config = normalize_config(raw)
     return LoraConfig(

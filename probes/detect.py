@@ -11,6 +11,7 @@ import os
 from contextlib import suppress
 from typing import Any
 
+from planner.catalog import match_gpu
 from planner.errors import PlannerError
 from planner.specs import GIB
 from probes.results import GpuInfo
@@ -142,8 +143,6 @@ def detect_gpus() -> list[GpuInfo]:
         import torch
     except ImportError:
         raise PlannerError("the probe needs torch: pip install 'loraplan[probe]'") from None
-    from planner.catalog import match_gpu
-
     nvml = _nvml()
     nvml_info: list[dict[str, Any]] = []
     if nvml is not None:

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from planner.catalog import runtime_constants
+
 DYNAMIC_CODE_SIZE = 256
 NF4_CODE_SIZE = 16
 
@@ -40,8 +42,6 @@ NF4_CODE_SIZE = 16
 def quant_constants() -> tuple[int, int]:
     """(NF4 block size, nested block size): ``quantize_4bit``'s weights per absmax and ``quantize_blockwise``'s
     absmax values per fp32 absmax, from ``profiles/runtime.json`` (one source with the estimator)."""
-    from planner.catalog import runtime_constants
-
     nf4 = runtime_constants()["nf4"]
     return int(nf4["blocksize"]), int(nf4["double_quant_blocksize"])
 

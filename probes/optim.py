@@ -16,10 +16,16 @@ import torch
 from torch import nn
 
 from planner.catalog import runtime_constants
+from planner.errors import PlannerError
 from planner.specs import Optim
+from planner.stack.optimizers import Family, Library, OptimizerInfo, optimizer_info
 
 LR = 5e-5
 """``TrainingArguments.learning_rate`` default."""
+ADAM_BETAS = (0.9, 0.999)
+"""``TrainingArguments.adam_beta1`` / ``adam_beta2`` defaults."""
+ADAM_EPS = 1e-8
+"""``TrainingArguments.adam_epsilon`` default."""
 # bitsandbytes 8-bit optimizer constants, one source with the estimator (profiles/runtime.json, cited there):
 # ``Optimizer2State.init_state`` keeps one fp32 absmax per ``blocksize`` elements of 8-bit state; parameters
 # under ``min_8bit_size`` keep 32-bit state; ``Optimizer8bit.get_state_buffer`` pages only states of at
@@ -28,6 +34,9 @@ _BNB = runtime_constants()["bnb_8bit_optimizer"]
 BNB_BLOCKSIZE = int(_BNB["blocksize"])
 BNB_MIN_8BIT_SIZE = int(_BNB["min_8bit_size"])
 BNB_MIN_PAGED_NUMEL = int(_BNB["paged_min_numel"])
+
+EmulateBnb = Callable[..., torch.optim.Optimizer]
+"""The trace's stand-in for bitsandbytes: ``(params, optim_bits, is_paged, fp32_param_ids) -> optimizer``."""
 
 
 def trainable(model: nn.Module) -> list[nn.Parameter]:
@@ -40,39 +49,69 @@ def embedding_weights(model: nn.Module) -> list[nn.Parameter]:
     return [m.weight for m in model.modules() if isinstance(m, nn.Embedding)]
 
 
-def build_optimizer(model: nn.Module, optim: Optim, *, emulate_bnb: Callable[..., torch.optim.Optimizer] | None = None
-                    ) -> torch.optim.Optimizer:
+def _torch_adamw(model: nn.Module, info: OptimizerInfo, emulate_bnb: EmulateBnb | None) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(trainable(model), lr=LR, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=0.0, fused=True)
+
+
+def _torch_sgd(model: nn.Module, info: OptimizerInfo, emulate_bnb: EmulateBnb | None) -> torch.optim.Optimizer:
+    return torch.optim.SGD(trainable(model), lr=LR)
+
+
+def _adafactor(model: nn.Module, info: OptimizerInfo, emulate_bnb: EmulateBnb | None) -> torch.optim.Optimizer:
+    from transformers.optimization import Adafactor
+
+    return Adafactor(trainable(model), lr=LR, scale_parameter=False, relative_step=False)
+
+
+def _bnb_adamw(model: nn.Module, info: OptimizerInfo, emulate_bnb: EmulateBnb | None) -> torch.optim.Optimizer:
+    """``bnb.optim.AdamW(optim_bits, is_paged)`` from the table row, with Trainer's 32-bit embedding override."""
+    params = trainable(model)
+    fp32_ids = {id(p) for p in embedding_weights(model)} if info.embedding_32bit_state else set()
+    if emulate_bnb is not None:
+        return emulate_bnb(params, info.state_bits, info.paged, fp32_ids)
+    import bitsandbytes as bnb
+
+    opt = bnb.optim.AdamW(params, lr=LR, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=0.0, optim_bits=info.state_bits,
+                          is_paged=info.paged)
+    if info.embedding_32bit_state:
+        manager = bnb.optim.GlobalOptimManager.get_instance()
+        for module in model.modules():
+            if isinstance(module, nn.Embedding):
+                manager.register_module_override(module, "weight", {"optim_bits": 32})
+    return opt
+
+
+Builder = Callable[[nn.Module, OptimizerInfo, EmulateBnb | None], torch.optim.Optimizer]
+
+_BUILDERS: dict[tuple[Library, Family], Builder] = {
+    (Library.TORCH, Family.ADAM): _torch_adamw,
+    (Library.TORCH, Family.SGD): _torch_sgd,
+    (Library.TRANSFORMERS, Family.ADAFACTOR): _adafactor,
+    (Library.BITSANDBYTES, Family.ADAM): _bnb_adamw,
+}
+"""Implementation per (library, family) of the optimizer table (``planner.stack.optimizers``)."""
+
+
+def build_optimizer(model: nn.Module, optim: Optim, *, emulate_bnb: EmulateBnb | None = None) -> torch.optim.Optimizer:
     """The optimizer Trainer would build for ``optim`` over ``model``'s trainable parameters.
+
+    What to build (library, family, state bits, paging, the 32-bit embedding override) comes from the
+    optimizer table row :func:`planner.stack.optimizers.optimizer_info`.
 
     Args:
         model: The (PEFT-wrapped) model.
         optim: Which optimizer.
         emulate_bnb: For the trace: a factory ``(params, optim_bits, is_paged, fp32_params)`` used
             instead of bitsandbytes (whose kernels cannot run on fake tensors).
+
+    Raises:
+        PlannerError: the table names a (library, family) the probes have no implementation for.
     """
-    params = trainable(model)
-    if optim is Optim.ADAMW:
-        return torch.optim.AdamW(params, lr=LR, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, fused=True)
-    if optim is Optim.SGD:
-        return torch.optim.SGD(params, lr=LR)
-    if optim is Optim.ADAFACTOR:
-        from transformers.optimization import Adafactor
-
-        return Adafactor(params, lr=LR, scale_parameter=False, relative_step=False)
-    bits = 8 if optim in (Optim.ADAMW_8BIT, Optim.PAGED_ADAMW_8BIT) else 32
-    fp32_ids = {id(p) for p in embedding_weights(model)} if bits == 8 else set()
-    if emulate_bnb is not None:
-        return emulate_bnb(params, bits, optim.paged, fp32_ids)
-    import bitsandbytes as bnb
-
-    opt = bnb.optim.AdamW(params, lr=LR, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, optim_bits=bits,
-                          is_paged=optim.paged)
-    if bits == 8:
-        manager = bnb.optim.GlobalOptimManager.get_instance()
-        for module in model.modules():
-            if isinstance(module, nn.Embedding):
-                manager.register_module_override(module, "weight", {"optim_bits": 32})
-    return opt
+    info = optimizer_info(optim)
+    builder = _BUILDERS.get((info.library, info.family))
+    if builder is None:
+        raise PlannerError(f"the probes cannot build --optim {optim.value} ({info.library.value} {info.family.value})")
+    return builder(model, info, emulate_bnb)
 
 
 class EmulatedBnbAdamW(torch.optim.Optimizer):

@@ -3,24 +3,20 @@
 Top-level keys (issue #3): ``estimate`` (the estimator's JSON), ``measured_gib`` {``after_load``,
 ``peak_allocated``, ``peak_reserved``, ``device``}, ``tokens_per_s``, ``error_pct`` {``allocated``,
 ``reserved``}, ``environment``, ``mode`` (``gpu`` | ``trace``), ``fits``, ``failed_phase``; plus
-``calibration`` (what ``loraplan estimate --calibrate`` reads), ``trace`` / ``gpu`` details and
-``max_batch``. All memory is GiB (2**30 bytes).
+``calibration`` (a :class:`planner.calibration.Calibration`: what ``loraplan estimate --calibrate``
+reads), ``trace`` / ``gpu`` details and ``max_batch``. All memory is GiB (2**30 bytes). Every model
+is a :class:`planner.specs.Frozen` (immutable, unknown fields rejected).
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
-
-from planner.specs import GIB
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+from planner.calibration import Calibration
+from planner.specs import GIB, Frozen
 
 
-class MeasuredGiB(_Model):
+class MeasuredGiB(Frozen):
     after_load: float | None = None
     """Allocated right after the model is built, prepared and wrapped (before the optimizer)."""
     peak_allocated: float | None = None
@@ -31,14 +27,14 @@ class MeasuredGiB(_Model):
     """Peak device memory used by this process per NVML, CUDA context included (GPU only)."""
 
 
-class ErrorPct(_Model):
+class ErrorPct(Frozen):
     """``(estimate - measured) / measured * 100``."""
 
     allocated: float | None = None
     reserved: float | None = None
 
 
-class Environment(_Model):
+class Environment(Frozen):
     gpu: str | None = None
     driver: str | None = None
     cuda: str | None = None
@@ -52,22 +48,7 @@ class Environment(_Model):
     """The exact argv of the probe."""
 
 
-class Calibration(_Model):
-    """Per-GPU constants for ``loraplan estimate --calibrate``."""
-
-    gpu: str
-    """Detected device name (``torch.cuda.get_device_name``)."""
-    profile: str | None = None
-    """Matching shipped GPU profile, if any."""
-    cuda_context_gib: float | None = None
-    """NVML device use minus torch's reserved memory at a quiet point (after load)."""
-    allocator_reserve_gib: float | None = None
-    """``peak_reserved - peak_allocated``."""
-    allocator_reserve_fraction: float | None = None
-    """``allocator_reserve_gib / peak_allocated``."""
-
-
-class Breakdown(_Model):
+class Breakdown(Frozen):
     """Live memory split by owner at one moment, GiB."""
 
     weights_gib: float
@@ -101,7 +82,7 @@ class Breakdown(_Model):
         return cls.from_bytes(weights, trainable, peak.grad_bytes, peak.optimizer_bytes, other, paged)
 
 
-class PhaseMemory(_Model):
+class PhaseMemory(Frozen):
     step: int
     phase: str
     """``forward``, ``backward`` or ``optimizer`` (clip + step + zero_grad)."""
@@ -109,7 +90,7 @@ class PhaseMemory(_Model):
     end_gib: float
 
 
-class TraceDetail(_Model):
+class TraceDetail(Frozen):
     emulated: list[str]
     """What the trace emulates instead of running (always shown to the user)."""
     steps: int
@@ -128,7 +109,7 @@ class TraceDetail(_Model):
     seconds: float = 0.0
 
 
-class ComponentRow(_Model):
+class ComponentRow(Frozen):
     """One line of the side-by-side table: a quantity both the estimator and the probe give."""
 
     name: str
@@ -141,7 +122,7 @@ class ComponentRow(_Model):
         return error_pct(self.estimate_gib, self.measured_gib)
 
 
-class GpuDetail(_Model):
+class GpuDetail(Frozen):
     steps: int
     """Measured optimizer steps (after one warm-up step)."""
     load_seconds: float | None = None
@@ -153,7 +134,7 @@ class GpuDetail(_Model):
     nvml: bool = False
 
 
-class MaxBatch(_Model):
+class MaxBatch(Frozen):
     measured: int
     """Largest micro-batch that ran (0: not even 1 fits)."""
     estimated: int | None = None
@@ -161,7 +142,7 @@ class MaxBatch(_Model):
     tried: dict[int, bool] = {}
 
 
-class GpuInfo(_Model):
+class GpuInfo(Frozen):
     """One visible GPU (``--detect``)."""
 
     index: int
@@ -179,7 +160,7 @@ class GpuInfo(_Model):
     """Matching shipped GPU profile (``planner.catalog.match_gpu``)."""
 
 
-class ProbeResult(_Model):
+class ProbeResult(Frozen):
     model: str
     mode: Literal["gpu", "trace"]
     estimate: dict[str, Any] | None = None

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
+from planner.calibration import Calibration
+from planner.catalog import load_gpu, match_gpu, raw_config
 from planner.errors import PlannerError
+from planner.estimator import estimate, estimate_with_advice, usable_gib
 from planner.results import Estimate
-from planner.specs import GIB, GpuProfile, TrainSpec
+from planner.specs import GIB, Frozen, GpuProfile, TrainSpec
+from planner.stack.optimizers import optimizer_info
 from probes.results import (
-    Calibration,
     ComponentRow,
     Environment,
     ErrorPct,
@@ -30,8 +32,7 @@ from probes.search import estimated_max_batch, largest_fitting
 DEFAULT_STEPS = 2
 
 
-@dataclass
-class ProbeRequest:
+class ProbeRequest(Frozen):
     """What the user asked for (parsed CLI options)."""
 
     model: str
@@ -40,7 +41,8 @@ class ProbeRequest:
     """``--gpu`` profile; the GPU probe defaults to the detected device's profile."""
     steps: int = DEFAULT_STEPS
     find_max_batch: bool = False
-    argv: list[str] = field(default_factory=lambda: list(sys.argv))
+    argv: list[str] = Field(default_factory=lambda: list(sys.argv))
+    """The exact command line, recorded in the result's ``environment``."""
 
 
 def _version(package: str) -> str | None:
@@ -62,13 +64,7 @@ def environment(argv: list[str], gpu: str | None = None, driver: str | None = No
 
 
 def _estimate(model: str, spec: TrainSpec, gpu: GpuProfile | None) -> Estimate:
-    from planner.estimator.api import estimate_with_advice
-
     return estimate_with_advice(model, spec, gpu.name if gpu else None)
-
-
-def _estimate_json(est: Estimate) -> dict[str, Any]:
-    return est.to_json()
 
 
 def _estimated_components(est: Estimate) -> dict[str, float]:
@@ -85,8 +81,6 @@ def _estimated_components(est: Estimate) -> dict[str, float]:
 def _max_batch_estimate(model: str, spec: TrainSpec, gpu: GpuProfile | None) -> int | None:
     if gpu is None:
         return None
-    from planner.estimator import estimate
-
     return estimated_max_batch(lambda b: bool(estimate(model, spec.model_copy(update={"micro_batch": b}), gpu).fits))
 
 
@@ -99,8 +93,6 @@ def run_trace_probe(req: ProbeRequest, on_try: Callable[[int], None] | None = No
     ``fits`` is True when the traced step completed; with ``--gpu`` it is whether the traced peak plus
     the estimate's overhead beyond allocated memory (allocator reserve, CUDA context) fits that GPU.
     """
-    from planner.catalog import load_gpu, raw_config
-    from planner.estimator import usable_gib
     from probes.trace import run_trace
 
     gpu = load_gpu(req.gpu) if req.gpu else None
@@ -125,7 +117,7 @@ def run_trace_probe(req: ProbeRequest, on_try: Callable[[int], None] | None = No
         ComponentRow(name="peak allocated", estimate_gib=est.peak_gib.allocated, measured_gib=peak,
                      note=f"estimate: {est.peak_phase}, trace: {run.detail.peak_phase}"),
     ]
-    if req.spec.optim.paged:
+    if optimizer_info(req.spec.optim).paged:
         rows.append(ComponentRow(name="paged optimizer state", estimate_gib=comps["paged"],
                                  measured_gib=run.detail.paged_gib, note="CUDA managed memory, outside torch"))
     max_batch = None
@@ -144,7 +136,7 @@ def run_trace_probe(req: ProbeRequest, on_try: Callable[[int], None] | None = No
     return ProbeResult(
         model=est.model,
         mode="trace",
-        estimate=_estimate_json(est),
+        estimate=est.to_json(),
         measured_gib=MeasuredGiB(after_load=run.after_load_bytes / GIB, peak_allocated=peak),
         error_pct=ErrorPct(allocated=error_pct(est.peak_gib.allocated, peak)),
         environment=environment(req.argv),
@@ -166,7 +158,6 @@ def run_gpu_probe(req: ProbeRequest, events: Any = None) -> ProbeResult:
     Raises:
         NoGpuError: no CUDA device (exit 1, pointing to ``--trace``).
     """
-    from planner.catalog import load_gpu, match_gpu, raw_config
     from probes.detect import require_gpu
     from probes.gpu import GpuSession
 
@@ -179,7 +170,7 @@ def run_gpu_probe(req: ProbeRequest, events: Any = None) -> ProbeResult:
     try:
         if not session.load():
             return ProbeResult(
-                model=est.model, mode="gpu", estimate=_estimate_json(est), measured_gib=MeasuredGiB(),
+                model=est.model, mode="gpu", estimate=est.to_json(), measured_gib=MeasuredGiB(),
                 environment=env, fits=False, failed_phase="load", error=session.load_error,
             )
         run = session.run(req.spec.micro_batch, req.steps)
@@ -208,8 +199,9 @@ def _gpu_result(req: ProbeRequest, est: Estimate, env: Environment, gpu_name: st
     def gib(x: float | None) -> float | None:
         return None if x is None else x / GIB
 
+    paged_optim = optimizer_info(req.spec.optim).paged
     paged = None
-    if req.spec.optim.paged and run.device_peak is not None and session.context_bytes is not None and run.fits:
+    if paged_optim and run.device_peak is not None and session.context_bytes is not None and run.fits:
         paged = max(0.0, run.device_peak - run.peak_reserved - session.context_bytes)
     calibration = None
     if run.fits and session.context_bytes is not None and run.peak_allocated:
@@ -234,13 +226,13 @@ def _gpu_result(req: ProbeRequest, est: Estimate, env: Environment, gpu_name: st
         ComponentRow(name="device (NVML)", estimate_gib=est.peak_gib.device, measured_gib=measured.device,
                      note="includes the CUDA context"),
     ]
-    if req.spec.optim.paged:
+    if paged_optim:
         rows.append(ComponentRow(name="paged optimizer state", estimate_gib=comps["paged"], measured_gib=gib(paged),
                                  note="NVML minus reserved minus context"))
     return ProbeResult(
         model=est.model,
         mode="gpu",
-        estimate=_estimate_json(est),
+        estimate=est.to_json(),
         measured_gib=measured,
         tokens_per_s=run.tokens_per_s,
         error_pct=ErrorPct(allocated=error_pct(est.peak_gib.allocated, measured.peak_allocated),
@@ -260,30 +252,3 @@ def _gpu_result(req: ProbeRequest, est: Estimate, env: Environment, gpu_name: st
         max_batch=max_batch,
         interrupted=run.interrupted,
     )
-
-
-# --------------------------------------------------------------------------- saving
-
-
-def save_result(result: ProbeResult, path: str | Path) -> None:
-    """Write the result JSON (the same object ``--json`` prints)."""
-    try:
-        Path(path).write_text(json.dumps(result.model_dump(mode="json"), indent=2) + "\n")
-    except OSError as err:
-        raise PlannerError(f"cannot write {path}: {err.strerror or err}") from None
-
-
-def cache_calibration(result: ProbeResult) -> Path | None:
-    """Copy the calibration where ``loraplan estimate`` picks it up for this GPU; returns the path."""
-    from planner.calibration import calibration_path
-
-    cal = result.calibration
-    if cal is None or cal.cuda_context_gib is None or cal.allocator_reserve_fraction is None:
-        return None
-    path = calibration_path(cal.profile or cal.gpu)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"calibration": cal.model_dump(mode="json")}, indent=2) + "\n")
-    except OSError:
-        return None
-    return path

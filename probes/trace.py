@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from planner.errors import PlannerError
-from planner.specs import GIB, Method, Optim, TrainSpec
+from planner.specs import GIB, Method, TrainSpec
+from planner.stack.optimizers import Library, optimizer_info
 from probes import build
 from probes.memtrack import LiveBytesTracker
 from probes.results import Breakdown, PhaseMemory, TraceDetail
@@ -241,9 +242,10 @@ def run_trace(raw: dict[str, Any], spec: TrainSpec, *, steps: int = 2) -> TraceR
         notes.append(FLASH_NOTE)
     if spec.attn.value != "eager" and not build.supports_sdpa(build.hf_config(raw, spec, trace=True)):
         notes.append("this model class has no sdpa support in transformers: ran eager attention (its default)")
-    if spec.optim in (Optim.ADAMW_8BIT, Optim.PAGED_ADAMW, Optim.PAGED_ADAMW_8BIT):
+    optim = optimizer_info(spec.optim)
+    if optim.library is Library.BITSANDBYTES:
         notes.append(BNB_OPTIM_NOTE)
-    if spec.optim.paged:
+    if optim.paged:
         notes.append(PAGED_NOTE)
     seconds = time.perf_counter() - started
     detail = detail.model_copy(update={"seconds": seconds, "emulated": notes})

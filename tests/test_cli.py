@@ -11,6 +11,8 @@ from click.testing import CliRunner
 from planner.catalog import raw_config
 from planner.cli import cli
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def run(*args: str):
     return CliRunner().invoke(cli, list(args))
@@ -142,3 +144,87 @@ def test_hub_id_uses_cached_config_offline(monkeypatch: pytest.MonkeyPatch, tmp_
     assert data["model"] == "someorg/cached-model"
     assert data["params"]["total"] == 494_032_768
     assert calls == [True]
+
+
+# --------------------------------------------------------------------------- GPU detection (the CLI's job)
+
+
+def _fake_detector(monkeypatch: pytest.MonkeyPatch, detect_gpus) -> None:
+    import sys
+    import types
+
+    fake = types.ModuleType("probes.detect")
+    fake.detect_gpus = detect_gpus  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "probes.detect", fake)
+
+
+def _device(name: str, profile: str | None):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(name=name, profile=profile)
+
+
+def test_detect_gpu_profile_reads_the_probe_detector(monkeypatch: pytest.MonkeyPatch) -> None:
+    from planner.cli.gpu import detect_gpu_profile
+
+    _fake_detector(monkeypatch, lambda: [_device("NVIDIA GeForce RTX 4090", "RTX 4090"), _device("other", None)])
+    assert detect_gpu_profile().name == "RTX 4090"
+
+
+def test_recommend_without_gpu_uses_the_detected_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_detector(monkeypatch, lambda: [_device("NVIDIA GeForce RTX 4090", "RTX 4090")])
+    data = json.loads(run("recommend", "gpt2", "--dataset-tokens", "1M", "--json").output)
+    assert data["gpu"]["name"] == "RTX 4090" and data["gpu"]["detected"] is True
+    assert "(detected)" in run("recommend", "gpt2", "--dataset-tokens", "1M", "--no-code").output
+    assert json.loads(run("recommend", "gpt2", "--gpu", "4090", "--json").output)["gpu"]["detected"] is False
+
+
+def _raise() -> list:
+    raise RuntimeError("NVML: driver not loaded")
+
+
+@pytest.mark.parametrize(("detected", "needle"), [
+    (lambda: [], "no GPU detected"),
+    (_raise, "no GPU detected"),
+    (lambda: [_device("NVIDIA Mystery 9000", None)], "has no shipped profile"),
+])
+def test_recommend_without_a_usable_gpu_is_one_line_exit_2(monkeypatch: pytest.MonkeyPatch, detected, needle) -> None:
+    _fake_detector(monkeypatch, detected)
+    res = run("recommend", "gpt2")
+    assert res.exit_code == 2
+    assert [line for line in res.output.splitlines() if line] == [res.output.strip()]
+    assert needle in res.output and "--gpu" in res.output
+
+
+# --------------------------------------------------------------------------- one way to print
+
+
+def _calls(package: Path, attribute: str, owner: str) -> list[str]:
+    import ast
+
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+            base = func.value.id if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) else None
+            if name == attribute and base in (owner, None):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return found
+
+
+def test_json_is_printed_in_one_place() -> None:
+    """Every ``--json`` (and ``probe --save``) goes through :mod:`planner.cli.output`."""
+    found = _calls(ROOT / "planner" / "cli", "dumps", "json") + _calls(ROOT / "probes", "dumps", "json")
+    assert [f for f in found if not f.startswith("planner/cli/output.py")] == []
+
+
+def test_every_renderer_uses_the_console_factory() -> None:
+    found = _calls(ROOT / "planner" / "cli", "Console", "rich")
+    assert [f for f in found if not f.startswith("planner/cli/render/console.py")] == []
+
+
+def test_the_group_has_every_command() -> None:
+    assert sorted(cli.commands) == ["estimate", "instances", "probe", "recommend"]

@@ -7,10 +7,12 @@ import subprocess
 import sys
 
 HEAVY = ("torch", "transformers", "peft", "bitsandbytes", "accelerate")
+DEFERRED = ("probes", "rich", "pygments")
+"""Imported by the CLI only inside the commands (and for the output) that need them."""
 
 
-def _imported_after(code: str) -> list[str]:
-    probe = f"import sys\n{code}\nprint('HEAVY=' + ','.join(m for m in {HEAVY!r} if m in sys.modules))"
+def _imported_after(code: str, modules: tuple[str, ...] = HEAVY) -> list[str]:
+    probe = f"import sys\n{code}\nprint('HEAVY=' + ','.join(m for m in {modules!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     last = out.stdout.strip().splitlines()[-1]
     return [m for m in last.removeprefix("HEAVY=").split(",") if m]
@@ -31,3 +33,11 @@ def test_cli_estimate_does_not_import_heavy_modules() -> None:
         "try:\n    cli.main(['estimate', 'llama-3-8b', '--gpu', '4090', '--json'])\nexcept SystemExit:\n    pass"
     )
     assert _imported_after(code) == []
+
+
+def test_cli_estimate_json_defers_probes_and_rich() -> None:
+    code = (
+        "from planner.cli import cli\n"
+        "try:\n    cli.main(['estimate', 'llama-3-8b', '--gpu', '4090', '--json'])\nexcept SystemExit:\n    pass"
+    )
+    assert _imported_after(code, DEFERRED) == []

@@ -90,9 +90,9 @@ def test_trace_find_max_batch_needs_a_gpu_profile(tiny_config) -> None:
 def test_render_gpu_result_and_detected_gpus() -> None:
     from rich.console import Console
 
+    from planner.calibration import Calibration
     from planner.cli.render.probe import render_gpus, render_result
-    from probes.results import (Calibration, ComponentRow, Environment, GpuDetail, GpuInfo, MaxBatch, MeasuredGiB,
-                                ProbeResult)
+    from probes.results import ComponentRow, Environment, GpuDetail, GpuInfo, MaxBatch, MeasuredGiB, ProbeResult
 
     console = Console(record=True, width=140)
     render_gpus([GpuInfo(index=0, name="NVIDIA H100 80GB HBM3", total_gib=79.6, free_gib=79.0,

@@ -152,17 +152,19 @@ def test_result_carries_calibration_and_errors() -> None:
 
 
 def test_calibration_round_trips_into_the_estimator(tmp_path) -> None:
-    from planner.calibration import load_calibration
-    from probes.results import Calibration, Environment, MeasuredGiB, ProbeResult
-    from probes.run import save_result
+    from planner.calibration import Calibration, load_calibration
+    from planner.cli.output import save_json
+    from probes.results import Environment, MeasuredGiB, ProbeResult
 
+    measured = Calibration(gpu="NVIDIA H100 80GB HBM3", cuda_context_gib=0.52, allocator_reserve_gib=0.3,
+                           allocator_reserve_fraction=0.05)
     result = ProbeResult(model="m", mode="gpu", measured_gib=MeasuredGiB(), environment=Environment(), fits=True,
-                         calibration=Calibration(gpu="NVIDIA H100 80GB HBM3", cuda_context_gib=0.52,
-                                                 allocator_reserve_gib=0.3, allocator_reserve_fraction=0.05))
+                         calibration=measured)
     path = tmp_path / "probe.json"
-    save_result(result, path)
-    cal = load_calibration(path)
-    assert cal.cuda_context_gib == 0.52 and cal.allocator_reserve_fraction == 0.05
+    save_json(result.model_dump(mode="json"), path)  # what `loraplan probe --save` writes
+    assert list(json.loads(path.read_text())["calibration"]) == ["gpu", "profile", "cuda_context_gib",
+                                                                 "allocator_reserve_gib", "allocator_reserve_fraction"]
+    assert load_calibration(path) == measured  # one type, written by the probe and read by the estimator
 
 
 # --------------------------------------------------------------------------- real GPU

@@ -284,7 +284,7 @@ def test_cli_detects_the_local_gpu_via_the_probe_detector(monkeypatch) -> None:
     from planner.cli.gpu import detect_gpu_profile
 
     fake = types.ModuleType("probes.detect")
-    fake.detect_gpus = lambda: [{"name": "NVIDIA GeForce RTX 4090", "profile": "RTX 4090"}]  # type: ignore[attr-defined]
+    fake.detect_gpus = lambda: [types.SimpleNamespace(name="NVIDIA GeForce RTX 4090", profile="RTX 4090")]  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "probes.detect", fake)
     import probes
 

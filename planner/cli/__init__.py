@@ -1,14 +1,20 @@
-"""``loraplan`` command line: thin click commands over the planner API; rendering in planner.cli.render."""
+"""``loraplan`` command line: the click group and its commands (each in its own module, thin).
+
+Parsing lives in :mod:`planner.cli.options`, ``--json`` in :mod:`planner.cli.output`, GPU detection in
+:mod:`planner.cli.gpu`, all rich output in :mod:`planner.cli.render`. Heavy parts (the probe stack,
+rich) are imported inside the commands that need them, so ``loraplan estimate`` stays fast.
+"""
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 import click
 
-from planner.cli.options import model_options, train_spec
+from planner.cli.estimate import estimate
+from planner.cli.probe import probe
+from planner.cli.recommend import instances, recommend
 from planner.errors import PlannerError
 
 
@@ -46,43 +52,12 @@ def cli() -> None:
     """Will this fine-tuning job fit, and what settings should I use?"""
 
 
-def emit_json(data: Any) -> None:
-    """Print one JSON object (the ``--json`` contract)."""
-    click.echo(json.dumps(data, indent=2))
-
-
-@cli.command()
-@click.argument("model")
-@model_options
-@click.option("--calibrate", "calibrate", type=click.Path(dir_okay=False), default=None,
-              help="Use a probe result (loraplan probe --save) for this GPU's CUDA context and allocator reserve.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def estimate(model: str, gpu: str | None, calibrate: str | None, as_json: bool, **options: Any) -> None:
-    """Estimate GPU memory of fine-tuning MODEL (name, alias, hub id, or local config.json)."""
-    from planner.estimator.api import estimate_with_advice
-
-    train = train_spec(**options)
-    est = estimate_with_advice(model, train, gpu, calibrate)
-    if as_json:
-        emit_json(est.to_json())
-        return
-    from planner.cli.render.estimate import render_estimate
-
-    render_estimate(est)
-
-
-def _register() -> None:
-    """Attach the commands that live in their own modules (each imports its heavy parts lazily)."""
-    from planner.cli.probe import probe
-    from planner.cli.recommend import instances, recommend
-
-    for command in (probe, recommend, instances):
-        cli.add_command(command)
+cli.add_command(estimate)
+cli.add_command(probe)
+cli.add_command(recommend)
+cli.add_command(instances)
 
 
 def main() -> None:
     """Console-script entry point."""
     cli.main()
-
-
-_register()

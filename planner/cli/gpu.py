@@ -1,6 +1,7 @@
-"""The local GPU for commands run without ``--gpu`` (detection is the CLI's job, not the planner core's).
+"""The local GPU, for commands that default to it (``loraplan recommend`` without ``--gpu``).
 
-Stub moved verbatim from the recommender (``detect_gpu``); the CLI engineer owns its final shape.
+Detection is the CLI's job: it reads :func:`probes.detect.detect_gpus` (NVML / ``torch.cuda``; imports
+torch, so only when ``--gpu`` is not given) and hands the library a :class:`~planner.specs.GpuProfile`.
 """
 
 from __future__ import annotations
@@ -9,44 +10,25 @@ from planner.catalog import load_gpu
 from planner.errors import PlannerError
 from planner.specs import GpuProfile
 
+NO_GPU_MESSAGE = "no --gpu given and no GPU detected; pass --gpu (e.g. --gpu 4090)"
+
 
 def detect_gpu_profile() -> GpuProfile:
-    """The local CUDA GPU's profile, via ``probes.detect`` when it is installed (device 0).
-
-    Accepts what the detector returns: a :class:`GpuProfile`, an object or dict with ``profile``
-    (a shipped profile name) or ``name`` (a device name such as ``NVIDIA GeForce RTX 4090``), or a
-    list of those.
+    """The shipped profile matching the first visible CUDA GPU (device 0).
 
     Raises:
-        PlannerError: no GPU detected (or no matching profile).
+        PlannerError: no GPU is visible (or the probe extra is not installed), or the detected GPU
+            matches no shipped profile.
     """
-    err = PlannerError("no --gpu given and no GPU detected; pass --gpu (e.g. --gpu 4090)")
     try:
-        from probes import detect  # lazy: may import torch / pynvml
-    except ImportError:
-        raise err from None
-    fn = next((getattr(detect, n) for n in ("detect_gpus", "detect_gpu", "detect", "local_gpu")
-               if callable(getattr(detect, n, None))), None)
-    if fn is None:
-        raise err
-    try:
-        found = fn()
-    except Exception:  # noqa: BLE001 - any driver / library failure means "no GPU"
-        raise err from None
-    if isinstance(found, (list, tuple)):
-        found = found[0] if found else None
-    if found is None:
-        raise err
-    if isinstance(found, GpuProfile):
-        return found
-    get = found.get if isinstance(found, dict) else (lambda k: getattr(found, k, None))
-    profile, name = get("profile"), get("name") if not isinstance(found, str) else found
-    if isinstance(profile, GpuProfile):
-        return profile
-    for candidate in (profile, name):
-        if isinstance(candidate, str) and candidate:
-            try:
-                return load_gpu(candidate)
-            except PlannerError:
-                continue
-    raise PlannerError(f"detected GPU {name!r} has no shipped profile; pass --gpu with the closest one")
+        from probes.detect import detect_gpus  # heavy: torch and pynvml, only when --gpu is not given
+
+        gpus = detect_gpus()
+    except Exception:  # noqa: BLE001 - a missing probe extra or any driver failure means "no GPU"
+        raise PlannerError(NO_GPU_MESSAGE) from None
+    if not gpus:
+        raise PlannerError(NO_GPU_MESSAGE)
+    first = gpus[0]
+    if first.profile is None:
+        raise PlannerError(f"detected GPU {first.name!r} has no shipped profile; pass --gpu with the closest one")
+    return load_gpu(first.profile)

@@ -1,18 +1,21 @@
 """``loraplan probe``: measure what the estimator predicts (GPU, or CPU trace with ``--trace``).
 
-Thin: parsing and output only. The probe stack (torch, transformers, peft, bitsandbytes) is imported
-inside the command, so ``import planner.cli`` stays light.
+Thin: parsing and output only. The probe stack (torch, transformers, peft, bitsandbytes) and rich are
+imported inside the command, so ``import planner.cli`` stays light.
 """
 
 from __future__ import annotations
 
-import json
 import sys
+from types import ModuleType
 from typing import Any
 
 import click
 
+from planner.calibration import cache_calibration
+from planner.catalog import load_model
 from planner.cli.options import model_options, train_spec
+from planner.cli.output import emit_json, save_json
 from planner.errors import PlannerError
 
 INTERRUPTED_EXIT = 130
@@ -24,14 +27,13 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int) -> int:
     return value
 
 
-def _probe_stack() -> Any:
+def _probe_stack() -> ModuleType:
+    """:mod:`probes.run` (imports torch, transformers, peft), or one line naming the missing extra."""
     try:
-        import probes.run  # noqa: F401 - the heavy import, on purpose here
+        from probes import run  # the heavy import, on purpose here
     except ImportError as err:
         raise PlannerError(f"loraplan probe needs the probe extra (pip install 'loraplan[probe]'): {err}") from None
-    import probes
-
-    return probes
+    return run
 
 
 @click.command()
@@ -51,46 +53,68 @@ def probe(model: str | None, gpu: str | None, steps: int, find_max_batch: bool, 
     Runs on the first visible GPU (select one with CUDA_VISIBLE_DEVICES); the estimate it is
     compared with uses --gpu, else the shipped profile matching the detected device.
     """
-    stack = _probe_stack()
-    from planner.cli.render import probe as render
-
+    run = _probe_stack()
     if detect:
-        gpus = stack.detect.require_gpu()
-        if as_json:
-            click.echo(json.dumps({"gpus": [g.model_dump(mode="json") for g in gpus]}, indent=2))
-        else:
-            render.render_gpus(gpus)
+        _detect(as_json)
         return
     if model is None:
         raise click.UsageError("missing argument MODEL (or use --detect)")
-    from planner.catalog import load_model
-
     load_model(model)  # unknown names fail here, before any GPU check
-    request = stack.run.ProbeRequest(model=model, spec=train_spec(**options), gpu=gpu, steps=steps,
-                                     find_max_batch=find_max_batch, argv=list(sys.argv))
+    request = run.ProbeRequest(model=model, spec=train_spec(**options), gpu=gpu, steps=steps,
+                               find_max_batch=find_max_batch, argv=list(sys.argv))
+    result = _measure(run, request, trace=trace, as_json=as_json)
+    _report(result, save=save, as_json=as_json)
+    if result.interrupted:
+        sys.exit(INTERRUPTED_EXIT)
+
+
+def _detect(as_json: bool) -> None:
+    """``--detect``: the visible GPUs, or exit 1 pointing to ``--trace``."""
+    from probes.detect import require_gpu
+
+    gpus = require_gpu()
+    if as_json:
+        emit_json({"gpus": [g.model_dump(mode="json") for g in gpus]})
+        return
+    from planner.cli.render.probe import render_gpus
+
+    render_gpus(gpus)
+
+
+def _measure(run: ModuleType, request: Any, *, trace: bool, as_json: bool) -> Any:
+    """Run the trace or the GPU probe with its progress display; Ctrl-C exits 130."""
+    from planner.cli.render import probe as render
+    from probes.detect import require_gpu
+
     try:
         if trace:
             with render.trace_status():
-                result = stack.run.run_trace_probe(request, on_try=render.trying)
-        else:
-            gpus = stack.detect.require_gpu()
-            if not as_json:
-                render.render_gpus(gpus)
-            with render.ProbeProgress() as progress:
-                result = stack.run.run_gpu_probe(request, progress)
+                return run.run_trace_probe(request, on_try=render.trying)
+        gpus = require_gpu()
+        if not as_json:
+            render.render_gpus(gpus)
+        with render.ProbeProgress() as progress:
+            return run.run_gpu_probe(request, progress)
     except KeyboardInterrupt:
         click.echo("interrupted: probe stopped, its memory was released", err=True)
         sys.exit(INTERRUPTED_EXIT)
+
+
+def _report(result: Any, *, save: str | None, as_json: bool) -> None:
+    """Save, cache the GPU's calibration, then print the JSON object or the tables."""
+    data = result.model_dump(mode="json")
     if save:
-        stack.run.save_result(result, save)
-    cached = stack.run.cache_calibration(result) if result.mode == "gpu" else None
+        save_json(data, save)
+    cached = None
+    if result.mode == "gpu" and result.calibration is not None:
+        cached = cache_calibration(result.calibration)
     if as_json:
-        click.echo(json.dumps(result.model_dump(mode="json"), indent=2))
-    else:
-        render.render_result(result)
-        if save:
-            click.echo(f"saved {save}")
-        if cached is not None:
-            click.echo(f"calibration for {result.calibration.profile or result.calibration.gpu} cached at {cached}")
-    if result.interrupted:
-        sys.exit(INTERRUPTED_EXIT)
+        emit_json(data)
+        return
+    from planner.cli.render.probe import render_result
+
+    render_result(result)
+    if save:
+        click.echo(f"saved {save}")
+    if cached is not None:
+        click.echo(f"calibration for {result.calibration.profile or result.calibration.gpu} cached at {cached}")

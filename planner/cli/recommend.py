@@ -1,4 +1,4 @@
-"""``loraplan recommend`` and ``loraplan instances``: thin click commands over :mod:`planner.recommend`."""
+"""``loraplan recommend`` and ``loraplan instances``: thin click commands over :mod:`planner.recommender`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ from typing import Any
 
 import click
 
+from planner import recommender
+from planner.cli.gpu import detect_gpu_profile
+from planner.cli.output import emit_json
 from planner.estimator.fits import DEFAULT_HEADROOM
 from planner.recommender.rules import Task
 
@@ -53,10 +56,8 @@ def request_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _request(values: dict[str, Any]) -> Any:
-    from planner.recommender import make_request
-
     method = values.get("method") or "auto"
-    return make_request(
+    return recommender.make_request(
         dataset_tokens=values.get("dataset_tokens"),
         examples=values.get("examples"),
         avg_tokens=values.get("avg_tokens"),
@@ -84,21 +85,12 @@ def recommend(model: str, gpu: str | None, prices: str | None, code: bool, as_js
 
     Nothing fitting is an answer, not an error: exit 0 with no plans and a reason.
     """
-    from planner.recommender import recommend as run
-
-    request = _request(values)
-    if gpu is None:
-        from planner.cli.gpu import detect_gpu_profile
-
-        result = run(model, detect_gpu_profile(), request=request, gpu_detected=True, prices=prices)
-    else:
-        result = run(model, gpu, request=request, prices=prices)
+    result = recommender.recommend(model, gpu if gpu is not None else detect_gpu_profile(), gpu_detected=gpu is None,
+                                   request=_request(values), prices=prices)
     if as_json:
-        from planner.cli import emit_json
-
-        emit_json(recommendation_json(result))
+        emit_json(result.model_dump(mode="json"))
         return
-    from planner.cli.render.recommend import render_recommendation
+    from planner.cli.render.recommend import render_recommendation  # rich (and pygments): text output only
 
     render_recommendation(result, show_code=code)
 
@@ -115,27 +107,13 @@ def recommend(model: str, gpu: str | None, prices: str | None, code: bool, as_js
 def instances(model: str, provider: str | None, max_price_per_hour: float | None, prices: str | None,
               show_all: bool, as_json: bool, **values: Any) -> None:
     """Where to run MODEL's fine-tuning: each cloud instance's best plan, time and cost, cheapest first."""
-    from planner.recommender import plan_instances
-
-    report = plan_instances(
+    report = recommender.plan_instances(
         model, request=_request(values), prices=prices,
         providers=provider.split(",") if provider else None, max_price_per_hour=max_price_per_hour,
     )
     if as_json:
-        from planner.cli import emit_json
-
-        emit_json(instances_json(report))
+        emit_json(report.model_dump(mode="json"))
         return
-    from planner.cli.render.recommend import render_instances
+    from planner.cli.render.recommend import render_instances  # rich: text output only
 
     render_instances(report, show_all=show_all)
-
-
-def recommendation_json(result: Any) -> dict[str, Any]:
-    """The ``recommend --json`` object."""
-    return result.model_dump(mode="json")
-
-
-def instances_json(report: Any) -> dict[str, Any]:
-    """The ``instances --json`` object."""
-    return report.model_dump(mode="json")

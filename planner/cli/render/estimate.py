@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from planner.cli.render.console import make_console
 from planner.results import Estimate
 
 _NOTES = {
@@ -31,7 +32,7 @@ def _train_line(est: Estimate) -> str:
 
 def render_estimate(est: Estimate, console: Console | None = None) -> None:
     """Print the breakdown table, peaks, verdict and advice."""
-    console = console or Console()
+    console = console or make_console()
     params = est.params
     pct = 100.0 * params.trainable / params.total if params.total else 0.0
     table = Table(title=f"{est.model}: {_train_line(est)}", title_justify="left")

@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from planner.cli.render.console import make_console
+
 _PHASES = {
     "load": "building the model (random weights)",
     "optimizer_init": "creating the optimizer",
@@ -31,7 +33,7 @@ def _pct(value: float | None) -> str:
 
 def render_gpus(gpus: list[Any], console: Console | None = None) -> None:
     """Table of visible GPUs (``--detect`` and the start of every GPU probe)."""
-    console = console or Console()
+    console = console or make_console()
     table = Table(title="visible GPUs", title_justify="left")
     for col in ("#", "name", "total GiB", "free GiB", "CC", "bf16", "driver", "CUDA", "other procs GiB", "profile"):
         table.add_column(col, justify="right" if "GiB" in col else "left")
@@ -51,7 +53,7 @@ class ProbeProgress:
     """Progress display for load and steps; implements ``probes.gpu.ProbeEvents``."""
 
     def __init__(self, console: Console | None = None, enabled: bool = True) -> None:
-        self.console = console or Console(stderr=True)
+        self.console = console or make_console(stderr=True)
         self.progress = Progress(
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
             TimeElapsedColumn(), console=self.console, transient=True,
@@ -91,18 +93,18 @@ class ProbeProgress:
 
 def trying(micro_batch: int, console: Console | None = None) -> None:
     """One line per micro-batch the max-batch search tries (stderr)."""
-    (console or Console(stderr=True)).print(f"[dim]trying micro-batch {micro_batch}[/]")
+    (console or make_console(stderr=True)).print(f"[dim]trying micro-batch {micro_batch}[/]")
 
 
 def trace_status(console: Console | None = None) -> Any:
     """Spinner while the CPU trace runs."""
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     return console.status("tracing the training step on fake tensors (CPU)...")
 
 
 def render_result(result: Any, console: Console | None = None) -> None:
     """Estimate vs measured table, verdict, per-phase trace table, max micro-batch, notes."""
-    console = console or Console()
+    console = console or make_console()
     mode = "CPU trace (fake tensors)" if result.mode == "trace" else f"GPU: {result.environment.gpu}"
     table = Table(title=f"{result.model} - estimate vs measured ({mode})", title_justify="left")
     table.add_column("quantity")

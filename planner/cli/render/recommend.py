@@ -7,6 +7,7 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
+from planner.cli.render.console import make_console
 from planner.recommender import InstancesReport, Plan, Recommendation
 
 
@@ -27,7 +28,7 @@ def _plan_title(i: int, plan: Plan) -> str:
 
 
 def render_recommendation(rec: Recommendation, console: Console | None = None, show_code: bool = True) -> None:
-    console = console or Console()
+    console = console or make_console()
     g = rec.gpu
     detected = " (detected)" if g.detected else ""
     data = (f"{rec.dataset.tokens / 1e6:,.1f}M tokens x {rec.dataset.epochs:g} epochs" if rec.dataset.tokens
@@ -92,7 +93,7 @@ def _assumptions(rec: Recommendation, console: Console) -> None:
 
 
 def render_instances(report: InstancesReport, console: Console | None = None, show_all: bool = False) -> None:
-    console = console or Console()
+    console = console or make_console()
     data = (f"{report.dataset.tokens / 1e6:,.1f}M tokens x {report.dataset.epochs:g} epochs" if report.dataset.tokens
             else "dataset size not given: sorted by $ per million tokens")
     table = Table(title=f"{report.model}: {data}", title_justify="left")
