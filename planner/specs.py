@@ -17,7 +17,7 @@ GIB = float(1 << 30)
 class Frozen(BaseModel):
     """Base for every spec: immutable, hashable, rejects unknown fields."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class Method(str, Enum):

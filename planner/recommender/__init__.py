@@ -9,9 +9,27 @@ Modules, one job each: :mod:`~planner.recommender.request` (what the user asked 
 :mod:`~planner.recommender.schemas` (the result models) and :mod:`~planner.recommender.api` (:func:`recommend`).
 """
 
-from planner.recommender.api import recommend
-from planner.recommender.instances import plan_instances
-from planner.recommender.request import Request, make_request
-from planner.recommender.schemas import InstancesReport, Plan, Recommendation
+from __future__ import annotations
 
-__all__ = ["InstancesReport", "Plan", "Recommendation", "Request", "make_request", "plan_instances", "recommend"]
+import importlib
+from typing import Any
+
+# Resolved lazily (PEP 562) so that the CLI, which needs only the request options' enums at import,
+# loads the search and the time model only when a recommend/instances command runs.
+_EXPORTS = {
+    "recommend": "planner.recommender.api",
+    "plan_instances": "planner.recommender.instances",
+    "Request": "planner.recommender.request",
+    "make_request": "planner.recommender.request",
+    "InstancesReport": "planner.recommender.schemas",
+    "Plan": "planner.recommender.schemas",
+    "Recommendation": "planner.recommender.schemas",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'planner.recommender' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
