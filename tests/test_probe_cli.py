@@ -44,6 +44,24 @@ def test_detect_without_gpu_exits_1(no_gpu) -> None:
     assert res.exit_code == 1 and "--trace" in res.output
 
 
+@needs_torch_stack
+def test_detect_json_without_gpu_prints_an_empty_list(no_gpu) -> None:
+    res = CliRunner().invoke(cli, ["probe", "--detect", "--json"])
+    assert res.exit_code == 1
+    data = json.loads(res.stdout)
+    assert data["gpus"] == [] and "--trace" in data["error"]
+
+
+def test_unwritable_save_fails_before_probing(tmp_path, monkeypatch) -> None:
+    import probes.run
+
+    monkeypatch.setattr(probes.run, "run_trace_probe", lambda *a, **k: pytest.fail("probed before checking --save"))
+    for target in (tmp_path / "missing" / "x.json", tmp_path):
+        res = CliRunner().invoke(cli, ["probe", "qwen2.5-0.5b", "--trace", "--save", str(target)])
+        assert res.exit_code == 2, res.output
+        assert res.output.count("error") == 1 and ("cannot write" in res.output or "is a directory" in res.output)
+
+
 def test_missing_model_is_a_usage_error() -> None:
     res = CliRunner().invoke(cli, ["probe", "--trace"])
     assert res.exit_code == 2 and "MODEL" in res.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,3 +33,19 @@ def save_json(data: Mapping[str, Any], path: str | Path) -> None:
         Path(path).write_text(json_text(data) + "\n")
     except OSError as err:
         raise PlannerError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def check_writable(path: str | Path) -> None:
+    """Fail now, with one line, if ``path`` cannot be created or overwritten (its folder must exist).
+
+    Raises:
+        PlannerError: the folder is missing or not writable, or ``path`` is a folder.
+    """
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise PlannerError(f"cannot write {path}: it is a folder")
+    if not folder.is_dir():
+        raise PlannerError(f"cannot write {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise PlannerError(f"cannot write {path}: permission denied")

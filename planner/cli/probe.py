@@ -15,7 +15,7 @@ import click
 from planner.calibration import cache_calibration
 from planner.catalog import load_model
 from planner.cli.options import model_options, train_spec
-from planner.cli.output import emit_json, save_json
+from planner.cli.output import check_writable, emit_json, save_json
 from planner.errors import PlannerError
 
 INTERRUPTED_EXIT = 130
@@ -60,6 +60,8 @@ def probe(model: str | None, gpu: str | None, steps: int, find_max_batch: bool, 
     if model is None:
         raise click.UsageError("missing argument MODEL (or use --detect)")
     load_model(model)  # unknown names fail here, before any GPU check
+    if save:
+        check_writable(save)  # before minutes of probing, not after
     request = run.ProbeRequest(model=model, spec=train_spec(**options), gpu=gpu, steps=steps,
                                find_max_batch=find_max_batch, argv=list(sys.argv))
     result = _measure(run, request, trace=trace, as_json=as_json)
@@ -70,12 +72,15 @@ def probe(model: str | None, gpu: str | None, steps: int, find_max_batch: bool, 
 
 def _detect(as_json: bool) -> None:
     """``--detect``: the visible GPUs, or exit 1 pointing to ``--trace``."""
-    from probes.detect import require_gpu
+    from probes.detect import NO_GPU_MESSAGE, detect_gpus, require_gpu
 
-    gpus = require_gpu()
     if as_json:
-        emit_json({"gpus": [g.model_dump(mode="json") for g in gpus]})
+        gpus = detect_gpus()
+        emit_json({"gpus": [g.model_dump(mode="json") for g in gpus], "error": None if gpus else NO_GPU_MESSAGE})
+        if not gpus:
+            sys.exit(1)
         return
+    gpus = require_gpu()
     from planner.cli.render.probe import render_gpus
 
     render_gpus(gpus)
