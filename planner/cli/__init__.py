@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from planner.cli.estimate_extras import check_needs_gpu, estimate_json, exit_for_check, explain_check_options
+from planner.cli.estimate_extras import explanation_for
 from planner.cli.options import model_options, train_spec
 from planner.errors import PlannerError
 
@@ -56,27 +58,38 @@ def emit_json(data: Any) -> None:
 @model_options
 @click.option("--calibrate", "calibrate", type=click.Path(dir_okay=False), default=None,
               help="Use a probe result (loraplan probe --save) for this GPU's CUDA context and allocator reserve.")
+@explain_check_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def estimate(model: str, gpu: str | None, calibrate: str | None, as_json: bool, **options: Any) -> None:
+def estimate(model: str, gpu: str | None, calibrate: str | None, as_json: bool, explain: bool, check: bool,
+             **options: Any) -> None:
     """Estimate GPU memory of fine-tuning MODEL (name, alias, hub id, or local config.json)."""
     from planner.estimator.api import estimate_with_advice
 
     train = train_spec(**options)
+    check_needs_gpu(check, gpu)
     est = estimate_with_advice(model, train, gpu, calibrate)
+    explanation = explanation_for(model, train, gpu, calibrate, est) if explain else None
     if as_json:
-        emit_json(est.to_json())
-        return
-    from planner.cli.render.estimate import render_estimate
+        emit_json(estimate_json(est, explanation))
+    else:
+        from planner.cli.render.estimate import render_estimate
 
-    render_estimate(est)
+        render_estimate(est)
+        if explanation is not None:
+            from planner.cli.render.explain import render_explanation
+
+            render_explanation(explanation)
+    if check:
+        exit_for_check(est)
 
 
 def _register() -> None:
     """Attach the commands that live in their own modules (each imports its heavy parts lazily)."""
     from planner.cli.probe import probe
     from planner.cli.recommend import instances, recommend
+    from planner.cli.sweep import sweep
 
-    for command in (probe, recommend, instances):
+    for command in (probe, recommend, instances, sweep):
         cli.add_command(command)
 
 

@@ -1,10 +1,11 @@
-"""Rich rendering of an :class:`~planner.specs.Estimate`."""
+"""Rich rendering of an :class:`~planner.results.Estimate`."""
 
 from __future__ import annotations
 
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
+from planner.cli.render.table import compact_table
 from planner.results import Estimate
 
 _NOTES = {
@@ -34,25 +35,24 @@ def render_estimate(est: Estimate, console: Console | None = None) -> None:
     console = console or Console()
     params = est.params
     pct = 100.0 * params.trainable / params.total if params.total else 0.0
-    table = Table(title=f"{est.model}: {_train_line(est)}", title_justify="left")
-    table.add_column("component")
-    table.add_column("GiB", justify="right")
-    table.add_column("what", style="dim")
+    console.print(f"[bold]{escape(est.model)}[/]: {escape(_train_line(est))}", highlight=False)
+    table = compact_table(("component", "left"), ("GiB", "right"), ("what", "left"))
+    table.columns[-1].style = "dim"
     for name, value in est.memory_gib.model_dump().items():
         table.add_row(name, f"{value:.2f}", _NOTES[name])
     console.print(table)
     console.print(f"params: {params.total:,} total, {params.trainable:,} trainable ({pct:.3f}%)")
     peak = est.peak_gib
     console.print(
-        f"peak ({est.peak_phase}): [bold]{peak.allocated:.2f}[/] GiB allocated, {peak.reserved:.2f} GiB reserved, "
-        f"[bold]{peak.device:.2f}[/] GiB on the device"
+        f"peak ({est.peak_phase}): [bold]{peak.allocated:.2f}[/] GiB allocated, {peak.reserved:.2f} reserved, "
+        f"[bold]{peak.device:.2f}[/] on the device"
     )
     for warning in est.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
     if est.gpu is not None:
         if est.fits:
             console.print(f"[green]fits[/] {est.gpu.name} ({est.gpu.memory_gib:.2f} GiB): {est.headroom_gib:.2f} GiB headroom")
         else:
             console.print(f"[red]does not fit[/] {est.gpu.name} ({est.gpu.memory_gib:.2f} GiB): short by {-est.headroom_gib:.2f} GiB")
     if est.advice:
-        console.print(est.advice)
+        console.print(escape(est.advice))
