@@ -146,13 +146,13 @@ CANDIDATES: tuple[_Candidate, ...] = (
 
 def _not_modeled(est: Estimate) -> tuple[Change, ...]:
     stack = load_stack(est.stack.name) if est.stack else default_stack()
-    loss_note = (f"the {stack.name} stack computes the loss over full logits (logits term "
-                 f"{est.memory_gib.logits:.2f} GiB now); a chunked loss (TRL chunked_nll) or a fused one "
-                 "(Liger) would lower it") if stack.loss is LossKind.FULL_LOGITS_FP32 else "not modeled"
+    loss_note = (f"{stack.name} computes the loss over full logits ({est.memory_gib.logits:.2f} GiB now); "
+                 "TRL's chunked_nll or Liger's fused loss would lower it") \
+        if stack.loss is LossKind.FULL_LOGITS_FP32 else "not modeled"
     return (
         Change(change="chunked/fused loss", flags="-", status=ChangeStatus.NOT_MODELED, note=loss_note),
         Change(change="CPU offload", flags="-", status=ChangeStatus.NOT_MODELED,
-               note="single GPU: optimizer or parameter offload (DeepSpeed ZeRO-Offload, FSDP) is not modeled"),
+               note="single GPU; optimizer/parameter offload (ZeRO-Offload, FSDP) is not modeled"),
     )
 
 
@@ -178,9 +178,11 @@ def explain(inputs: Resolved, train: TrainSpec, current: Estimate | None = None)
                                   status=ChangeStatus.NOT_APPLICABLE, note=changed))
             continue
         est = inputs.run(changed)
+        note = (f"paged state ({est.host_spillable_gib:.2f} GiB) counts on the device; CUDA may spill it "
+                "to host RAM (slower)") if est.host_spillable_gib and not current.host_spillable_gib else ""
         modeled.append(Change(change=candidate.change(train), flags=candidate.flags(train), status=ChangeStatus.MODELED,
                               peak_gib=est.peak_gib.device, saves_gib=base_peak - est.peak_gib.device,
-                              fits=est.fits))
+                              fits=est.fits, note=note))
     modeled.sort(key=lambda c: -(c.saves_gib or 0.0))
     gpu = inputs.gpu
     return Explanation(

@@ -99,7 +99,32 @@ def _sweep(console: Console) -> None:
     render_sweep(run_sweep(resolve("llama-3.1-8b", "l4"), request), console)
 
 
+def _probe(console: Console) -> None:
+    """Probe tables from result models (pydantic only: no torch needed)."""
+    from planner.cli.render.probe import render_gpus, render_result
+    from probes.results import (Breakdown, ComponentRow, Environment, GpuInfo, MeasuredGiB, PhaseMemory,
+                                ProbeResult, TraceDetail)
+
+    render_gpus([GpuInfo(index=i, name="NVIDIA H100 80GB HBM3", total_gib=79.19, free_gib=78.5,
+                         compute_capability="9.0", bf16=True, driver="570.86.15", cuda="12.8",
+                         other_processes_gib=0.0, source="nvml", profile="H100 SXM") for i in range(2)], console)
+    split = Breakdown(weights_gib=14.96, trainable_gib=0.16, gradients_gib=0.16, optimizer_gib=0.31, other_gib=3.2,
+                      paged_gib=0.0)
+    rows = [ComponentRow(name="after load (weights + adapters)", estimate_gib=15.12, measured_gib=15.12),
+            ComponentRow(name="peak allocated", estimate_gib=18.90, measured_gib=18.89,
+                         note="estimate: backward, trace: backward"),
+            ComponentRow(name="paged optimizer state", estimate_gib=0.04, measured_gib=0.04,
+                         note="CUDA managed memory, outside torch")]
+    trace = TraceDetail(emulated=["bitsandbytes NF4"], steps=2, peak_gib=18.89, peak_rounded_gib=18.9,
+                        phases=[PhaseMemory(step=2, phase="backward", peak_gib=18.89, end_gib=15.6)],
+                        breakdown_gib={"after_load": split, "end": split}, peak_phase="backward", peak_step=2,
+                        at_peak_gib=split)
+    render_result(ProbeResult(model="llama-3-8b", mode="trace", measured_gib=MeasuredGiB(peak_allocated=18.89),
+                              environment=Environment(), fits=True, components=rows, trace=trace), console)
+
+
 COMMANDS: dict[str, Callable[[Console], None]] = {
+    "probe": _probe,
     "estimate": _estimates, "explain": _explain, "recommend": _recommend, "instances": _instances, "sweep": _sweep,
 }
 

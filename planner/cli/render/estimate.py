@@ -19,15 +19,15 @@ _NOTES = {
 }
 
 
-def _train_line(est: Estimate) -> str:
+def _train_lines(est: Estimate) -> tuple[str, str]:
+    """The configuration on two short lines: method and adapters; then batch, checkpointing, optimizer, dtypes."""
     t = est.train
-    parts = [t.method.value]
+    head = t.method.value
     if t.method.value != "full":
-        parts.append(f"r={t.rank} alpha={t.alpha:g} targets={','.join(t.targets)}")
-    parts.append(f"micro-batch {t.micro_batch} x seq {t.seq_len}")
-    parts.append("grad-ckpt" if t.grad_ckpt else "no grad-ckpt")
-    parts += [t.optim.value, t.attn.value, t.dtype.value]
-    return ", ".join(parts)
+        head += f", r={t.rank} alpha={t.alpha:g} targets={','.join(t.targets)}"
+    rest = [f"micro-batch {t.micro_batch} x seq {t.seq_len}", "grad-ckpt" if t.grad_ckpt else "no grad-ckpt",
+            t.optim.value, t.attn.value, t.dtype.value]
+    return head, ", ".join(rest)
 
 
 def render_estimate(est: Estimate, console: Console | None = None) -> None:
@@ -35,7 +35,9 @@ def render_estimate(est: Estimate, console: Console | None = None) -> None:
     console = console or Console()
     params = est.params
     pct = 100.0 * params.trainable / params.total if params.total else 0.0
-    console.print(f"[bold]{escape(est.model)}[/]: {escape(_train_line(est))}", highlight=False)
+    head, rest = _train_lines(est)
+    console.print(f"[bold]{escape(est.model)}[/]: {escape(head)}", highlight=False)
+    console.print(escape(rest), highlight=False)
     table = compact_table(("component", "left"), ("GiB", "right"), ("what", "left"))
     table.columns[-1].style = "dim"
     for name, value in est.memory_gib.model_dump().items():

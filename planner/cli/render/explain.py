@@ -38,7 +38,7 @@ def render_explanation(explanation: Explanation, console: Console | None = None)
     console.print(table)
     console.print("[dim]peak: device GiB with that one change; saves: GiB less than now (negative: more)[/]")
     for c in explanation.changes:
-        if c.status is ChangeStatus.NOT_MODELED:
+        if c.note and c.status is not ChangeStatus.NOT_APPLICABLE:
             console.print(f"[dim] - {escape(c.change)}: {escape(c.note)}[/]", highlight=False)
     if skipped:
         console.print(f"[dim]not applicable: {escape('; '.join(skipped))}[/]", highlight=False)

@@ -34,7 +34,8 @@ def render_recommendation(rec: Recommendation, console: Console | None = None, s
     data = (f"{rec.dataset.tokens / 1e6:,.1f}M tokens x {rec.dataset.epochs:g} epochs" if rec.dataset.tokens
             else "dataset size not given")
     console.print(f"[bold]{rec.model}[/] on [bold]{g.name}[/]{detected}: {g.memory_gib:.1f} GiB, {g.usable_gib:.1f} usable, "
-                  f"budget {g.budget_gib:.1f} GiB ({g.headroom:.0%} headroom); {data}, task {rec.task.value}")
+                  f"budget {g.budget_gib:.1f} GiB ({g.headroom:.0%} headroom)")
+    console.print(f"{data}, task {rec.task.value}")
     if not rec.plans:
         console.print(f"[red]No plan fits.[/] {escape(rec.reason or '')}")
         alts = rec.alternatives
