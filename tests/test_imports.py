@@ -41,3 +41,25 @@ def test_cli_estimate_json_defers_probes_and_rich() -> None:
         "try:\n    cli.main(['estimate', 'llama-3-8b', '--gpu', '4090', '--json'])\nexcept SystemExit:\n    pass"
     )
     assert _imported_after(code, DEFERRED) == []
+
+
+def test_cli_sweep_does_not_import_heavy_modules_or_matplotlib() -> None:
+    code = (
+        "import sys\nfrom planner.cli import cli\n"
+        "try:\n    cli.main(['sweep', 'llama-3-8b', '--gpu', '4090', '--seq-len', '512:8192', '--method', 'lora,qlora'])\n"
+        "except SystemExit:\n    pass\n"
+        "assert 'planner.sweep' in sys.modules\n"
+        "print('MPL=' + str('matplotlib' in sys.modules))"
+    )
+    probe = f"import sys\n{code}\nprint('HEAVY=' + ','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert "MPL=False" in out
+    assert out.strip().splitlines()[-1] == "HEAVY="
+
+
+def test_cli_estimate_explain_does_not_import_heavy_modules() -> None:
+    code = (
+        "import sys\nfrom planner.cli import cli\n"
+        "try:\n    cli.main(['estimate', 'llama-3-8b', '--gpu', '4090', '--explain', '--check'])\nexcept SystemExit:\n    pass"
+    )
+    assert _imported_after(code) == []

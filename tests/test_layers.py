@@ -41,6 +41,8 @@ LAYERS: dict[str, int] = {
     "planner.estimator": 7,
     "planner.time": 8,
     "planner.recommender": 9,
+    "planner.explain": 9,
+    "planner.sweep": 9,
     "planner": 10,  # exactly the package facade (planner/__init__.py: lazy re-exports)
     "probes": 11,  # may use every planner layer except the CLI
     "planner.cli": 12,

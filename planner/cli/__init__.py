@@ -15,6 +15,7 @@ import click
 from planner.cli.estimate import estimate
 from planner.cli.probe import probe
 from planner.cli.recommend import instances, recommend
+from planner.cli.sweep import sweep
 from planner.errors import PlannerError
 
 
@@ -56,6 +57,7 @@ cli.add_command(estimate)
 cli.add_command(probe)
 cli.add_command(recommend)
 cli.add_command(instances)
+cli.add_command(sweep)
 
 
 def main() -> None:

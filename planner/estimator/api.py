@@ -2,15 +2,42 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from planner.estimator.advice import advise
-from planner.calibration import cached_calibration, load_calibration
+from planner.calibration import Calibration, cached_calibration, load_calibration
 from planner.catalog import load_gpu, load_model
 from planner.estimator.core import estimate
 from planner.estimator.fits import DEFAULT_HEADROOM
 from planner.results import Estimate
-from planner.specs import TrainSpec
+from planner.specs import GpuProfile, ModelProfile, TrainSpec
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A model, an optional GPU and the calibration that applies to it: what every estimate of a run shares."""
+
+    model: ModelProfile
+    gpu: GpuProfile | None
+    calibration: Calibration | None
+    headroom: float = DEFAULT_HEADROOM
+    """Fraction of usable GPU memory kept free by the fit rule."""
+
+    def run(self, train: TrainSpec) -> Estimate:
+        """Estimate ``train`` for this model, GPU, calibration and fit rule."""
+        return estimate(self.model, train, self.gpu, self.calibration, headroom=self.headroom)
+
+
+def resolve(model: str, gpu: str | None = None, calibrate: str | Path | None = None,
+            headroom: float = DEFAULT_HEADROOM) -> Resolved:
+    """Load the model and GPU profiles and pick the calibration: ``calibrate`` when given, else the GPU's cached one."""
+    profile = load_model(model)
+    gpu_profile = load_gpu(gpu) if gpu else None
+    calibration = load_calibration(calibrate) if calibrate else None
+    if calibration is None and gpu_profile is not None:
+        calibration = cached_calibration(gpu_profile.name)
+    return Resolved(profile, gpu_profile, calibration, headroom)
 
 
 def estimate_with_advice(
@@ -22,13 +49,9 @@ def estimate_with_advice(
 ) -> Estimate:
     """Estimate, using a probe calibration when given (or cached for the GPU), and attach advice when it does
     not fit; fit and advice use the same rule (:mod:`planner.estimator.fits`)."""
-    profile = load_model(model)
-    gpu_profile = load_gpu(gpu) if gpu else None
-    calibration = load_calibration(calibrate) if calibrate else None
-    if calibration is None and gpu_profile is not None:
-        calibration = cached_calibration(gpu_profile.name)
-    est = estimate(profile, train, gpu_profile, calibration, headroom=headroom)
-    if est.fits is False and gpu_profile is not None:
-        advice = advise(profile, train, gpu_profile, lambda m, t, g: estimate(m, t, g, calibration, headroom=headroom))
+    inputs = resolve(model, gpu, calibrate, headroom)
+    est = inputs.run(train)
+    if est.fits is False and inputs.gpu is not None:
+        advice = advise(inputs.model, train, inputs.gpu, lambda m, t, g: inputs.run(t))
         est = est.model_copy(update={"advice": advice})
     return est

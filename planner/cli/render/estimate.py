@@ -1,11 +1,12 @@
-"""Rich rendering of an :class:`~planner.specs.Estimate`."""
+"""Rich rendering of an :class:`~planner.results.Estimate`."""
 
 from __future__ import annotations
 
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from planner.cli.render.console import make_console
+from planner.cli.render.table import compact_table
 from planner.results import Estimate
 
 _NOTES = {
@@ -19,15 +20,15 @@ _NOTES = {
 }
 
 
-def _train_line(est: Estimate) -> str:
+def _train_lines(est: Estimate) -> tuple[str, str]:
+    """The configuration on two short lines: method and adapters; then batch, checkpointing, optimizer, dtypes."""
     t = est.train
-    parts = [t.method.value]
+    head = t.method.value
     if t.method.value != "full":
-        parts.append(f"r={t.rank} alpha={t.alpha:g} targets={','.join(t.targets)}")
-    parts.append(f"micro-batch {t.micro_batch} x seq {t.seq_len}")
-    parts.append("grad-ckpt" if t.grad_ckpt else "no grad-ckpt")
-    parts += [t.optim.value, t.attn.value, t.dtype.value]
-    return ", ".join(parts)
+        head += f", r={t.rank} alpha={t.alpha:g} targets={','.join(t.targets)}"
+    rest = [f"micro-batch {t.micro_batch} x seq {t.seq_len}", "grad-ckpt" if t.grad_ckpt else "no grad-ckpt",
+            t.optim.value, t.attn.value, t.dtype.value]
+    return head, ", ".join(rest)
 
 
 def render_estimate(est: Estimate, console: Console | None = None) -> None:
@@ -35,21 +36,22 @@ def render_estimate(est: Estimate, console: Console | None = None) -> None:
     console = console or make_console()
     params = est.params
     pct = 100.0 * params.trainable / params.total if params.total else 0.0
-    table = Table(title=f"{est.model}: {_train_line(est)}", title_justify="left")
-    table.add_column("component")
-    table.add_column("GiB", justify="right")
-    table.add_column("what", style="dim")
+    head, rest = _train_lines(est)
+    console.print(f"[bold]{escape(est.model)}[/]: {escape(head)}", highlight=False)
+    console.print(escape(rest), highlight=False)
+    table = compact_table(("component", "left"), ("GiB", "right"), ("what", "left"))
+    table.columns[-1].style = "dim"
     for name, value in est.memory_gib.model_dump().items():
         table.add_row(name, f"{value:.2f}", _NOTES[name])
     console.print(table)
     console.print(f"params: {params.total:,} total, {params.trainable:,} trainable ({pct:.3f}%)")
     peak = est.peak_gib
     console.print(
-        f"peak ({est.peak_phase}): [bold]{peak.allocated:.2f}[/] GiB allocated, {peak.reserved:.2f} GiB reserved, "
-        f"[bold]{peak.device:.2f}[/] GiB on the device"
+        f"peak ({est.peak_phase}): [bold]{peak.allocated:.2f}[/] GiB allocated, {peak.reserved:.2f} reserved, "
+        f"[bold]{peak.device:.2f}[/] on the device"
     )
     for warning in est.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
     if est.gpu is not None:
         g = est.gpu
         budget = (f"{g.budget_gib:.2f} GiB budget = {g.usable_gib:.2f} usable of {g.memory_gib:.2f} "
@@ -59,4 +61,4 @@ def render_estimate(est: Estimate, console: Console | None = None) -> None:
         else:
             console.print(f"[red]does not fit[/] {g.name}: short by {-est.headroom_gib:.2f} GiB ({budget})")
     if est.advice:
-        console.print(est.advice)
+        console.print(escape(est.advice))

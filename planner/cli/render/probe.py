@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from planner.cli.render.table import compact_table
 
 from planner.cli.render.console import make_console
 
@@ -34,18 +34,18 @@ def _pct(value: float | None) -> str:
 def render_gpus(gpus: list[Any], console: Console | None = None) -> None:
     """Table of visible GPUs (``--detect`` and the start of every GPU probe)."""
     console = console or make_console()
-    table = Table(title="visible GPUs", title_justify="left")
-    for col in ("#", "name", "total GiB", "free GiB", "CC", "bf16", "driver", "CUDA", "other procs GiB", "profile"):
-        table.add_column(col, justify="right" if "GiB" in col else "left")
+    table = compact_table(("#", "right"), ("name", "left"), ("GiB", "right"), ("free", "right"), ("CC", "left"),
+                          ("bf16", "left"), ("others", "right"), ("profile", "left"), title="visible GPUs")
     for g in gpus:
         table.add_row(
             str(g.index), g.name, _gib(g.total_gib), _gib(g.free_gib), g.compute_capability,
-            "yes" if g.bf16 else "no", g.driver or "-", g.cuda or "-",
-            _gib(g.other_processes_gib) + ("" if g.source == "nvml" else " (torch)"), g.profile or "[dim]none[/]",
+            "yes" if g.bf16 else "no", _gib(g.other_processes_gib), g.profile or "[dim]none[/]",
         )
     console.print(table)
+    versions = sorted({f"driver {g.driver or '-'}, CUDA {g.cuda or '-'}" for g in gpus})
+    console.print(f"[dim]GiB: total; others: held by other processes; {'; '.join(versions)}[/]")
     if any(g.source != "nvml" for g in gpus):
-        console.print("[dim]nvidia-ml-py not available: 'other procs' is total - free - this process's "
+        console.print("[dim]nvidia-ml-py not available: 'others' is total - free - this process's "
                       "reserved memory (includes this process's CUDA context)[/]")
 
 
@@ -106,15 +106,15 @@ def render_result(result: Any, console: Console | None = None) -> None:
     """Estimate vs measured table, verdict, per-phase trace table, max micro-batch, notes."""
     console = console or make_console()
     mode = "CPU trace (fake tensors)" if result.mode == "trace" else f"GPU: {result.environment.gpu}"
-    table = Table(title=f"{result.model} - estimate vs measured ({mode})", title_justify="left")
-    table.add_column("quantity")
-    table.add_column("estimate GiB", justify="right")
-    table.add_column("measured GiB", justify="right")
-    table.add_column("error", justify="right")
-    table.add_column("note", style="dim")
+    console.print(f"[bold]{result.model}[/] - {mode}")
+    table = compact_table(("quantity", "left"), ("estimate", "right"), ("measured", "right"), ("error", "right"),
+                          title="estimate vs measured (GiB)")
     for row in result.components:
-        table.add_row(row.name, _gib(row.estimate_gib), _gib(row.measured_gib), _pct(row.error_pct), row.note)
+        table.add_row(row.name, _gib(row.estimate_gib), _gib(row.measured_gib), _pct(row.error_pct))
     console.print(table)
+    for row in result.components:
+        if row.note:
+            console.print(f"[dim] - {row.name}: {row.note}[/]", highlight=False)
     if result.params:
         console.print(f"params: {result.params.get('total', 0):,} base, {result.params.get('trainable', 0):,} trainable")
     if result.trace is not None:
@@ -142,15 +142,14 @@ def render_result(result: Any, console: Console | None = None) -> None:
 
 
 def _render_trace(trace: Any, console: Console) -> None:
-    table = Table(title="traced phases (live GiB)", title_justify="left")
-    for col in ("step", "phase", "peak", "end"):
-        table.add_column(col, justify="right" if col in ("peak", "end") else "left")
+    table = compact_table(("step", "left"), ("phase", "left"), ("peak", "right"), ("end", "right"),
+                          title="traced phases (live GiB)")
     for p in trace.phases:
         table.add_row(str(p.step), p.phase, _gib(p.peak_gib), _gib(p.end_gib))
     console.print(table)
-    split = Table(title="traced split (GiB)", title_justify="left")
-    for col in ("at", "weights", "trainable", "grads", "optimizer", "other", "paged"):
-        split.add_column(col, justify="left" if col == "at" else "right")
+    split = compact_table(("at", "left"), *((col, "right") for col in
+                                            ("weights", "trainable", "grads", "optimizer", "other", "paged")),
+                          title="traced split (GiB)")
     rows = [(k, v) for k, v in trace.breakdown_gib.items() if k in ("after_load", "end")
             or k.endswith(f"step{trace.steps}")]
     rows.append((f"peak ({trace.peak_phase}, step {trace.peak_step})", trace.at_peak_gib))

@@ -8,7 +8,9 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from planner.cli.render.console import make_console
+from planner.cli.render.table import compact_table, sci
 from planner.recommender import InstancesReport, Plan, Recommendation
+from planner.recommender.schemas import InstanceResult
 
 
 def _hours(hours: float | None) -> str:
@@ -24,7 +26,7 @@ def _plan_title(i: int, plan: Plan) -> str:
     if plan.targets:
         what += f" r={plan.rank} alpha={plan.alpha:g} on {plan.targets}"
     return (f"Plan {i}: {what}, micro-batch {plan.micro_batch} x accum {plan.grad_accum}, "
-            f"{'checkpointing' if plan.grad_ckpt else 'no checkpointing'}, {plan.optim.value}, lr {plan.learning_rate:g}")
+            f"{'checkpointing' if plan.grad_ckpt else 'no checkpointing'}, {plan.optim.value}, lr {sci(plan.learning_rate)}")
 
 
 def render_recommendation(rec: Recommendation, console: Console | None = None, show_code: bool = True) -> None:
@@ -34,7 +36,8 @@ def render_recommendation(rec: Recommendation, console: Console | None = None, s
     data = (f"{rec.dataset.tokens / 1e6:,.1f}M tokens x {rec.dataset.epochs:g} epochs" if rec.dataset.tokens
             else "dataset size not given")
     console.print(f"[bold]{rec.model}[/] on [bold]{g.name}[/]{detected}: {g.memory_gib:.1f} GiB, {g.usable_gib:.1f} usable, "
-                  f"budget {g.budget_gib:.1f} GiB ({g.headroom:.0%} headroom); {data}, task {rec.task.value}")
+                  f"budget {g.budget_gib:.1f} GiB ({g.headroom:.0%} headroom)")
+    console.print(f"{data}, task {rec.task.value}")
     if not rec.plans:
         console.print(f"[red]No plan fits.[/] {escape(rec.reason or '')}")
         alts = rec.alternatives
@@ -49,16 +52,8 @@ def render_recommendation(rec: Recommendation, console: Console | None = None, s
                     f"{', $' + format(o.cost, ',.2f') + ' total' if o.cost is not None else ''})" for o in alts.instances))
         _assumptions(rec, console)
         return
-    summary = Table(title="Plans (quality tier first, then fastest)", title_justify="left")
-    for col, just in (("#", "right"), ("method", "left"), ("targets", "left"), ("r", "right"), ("mb x acc", "right"),
-                      ("ckpt", "left"), ("optim", "left"), ("lr", "right"), ("peak GiB", "right"),
-                      ("tok/s", "right"), ("time", "right")):
-        summary.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
-    for i, p in enumerate(rec.plans, 1):
-        summary.add_row(str(i), p.method.value, p.targets or "all", str(p.rank or "-"),
-                        f"{p.micro_batch} x {p.grad_accum}", "on" if p.grad_ckpt else "off", p.optim.value,
-                        f"{p.learning_rate:g}", f"{p.peak_gib.device:.1f}", f"{p.tokens_per_s:,.0f}", _hours(p.hours))
-    console.print(summary)
+    console.print(_plans_table(rec))
+    console.print("[dim]batch: micro-batch x gradient accumulation; GiB: device peak; lr: learning rate[/]")
     for i, p in enumerate(rec.plans, 1):
         console.print()
         console.print(f"[bold]{_plan_title(i, p)}[/]")
@@ -85,6 +80,19 @@ def render_recommendation(rec: Recommendation, console: Console | None = None, s
     _assumptions(rec, console)
 
 
+def _plans_table(rec: Recommendation) -> Table:
+    """One row per plan: short headers and values that fit an 80-column terminal (speed and memory below)."""
+    table = compact_table(("#", "right"), ("method", "left"), ("targets", "left"), ("r", "right"),
+                          ("batch", "right"), ("ckpt", "left"), ("optim", "left"), ("lr", "right"),
+                          ("GiB", "right"), ("time", "right"),
+                          title="Plans (quality tier first, then fastest)")
+    for i, p in enumerate(rec.plans, 1):
+        table.add_row(str(i), p.method.value, p.targets or "all", str(p.rank or "-"),
+                      f"{p.micro_batch}x{p.grad_accum}", "on" if p.grad_ckpt else "off", p.optim.value,
+                      sci(p.learning_rate), f"{p.peak_gib.device:.1f}", _hours(p.hours))
+    return table
+
+
 def _assumptions(rec: Recommendation, console: Console) -> None:
     console.print()
     console.print(f"[dim]searched {rec.searched} configurations. Assumptions:[/]")
@@ -92,34 +100,54 @@ def _assumptions(rec: Recommendation, console: Console) -> None:
         console.print(f"[dim] - {escape(a)}[/]", highlight=False)
 
 
+def _short_plan(p: Plan) -> str:
+    """``lora all-linear r32 2x8 ckpt`` (the optimizer only when not AdamW)."""
+    what = f"{p.method.value} {p.targets} r{p.rank}" if p.targets else p.method.value
+    optim = "" if p.optim.value == "adamw" else f" {p.optim.value}"
+    return f"{what} {p.micro_batch}x{p.grad_accum}{' ckpt' if p.grad_ckpt else ''}{optim}"
+
+
+def _instances_table(model: str, data: str, rows: list[InstanceResult]) -> Table:
+    table = compact_table(("instance", "left"), ("GPU", "left"), ("$/h", "right"), ("time", "right"),
+                          ("cost", "right"), title=f"{model}: {data}")
+    for r in rows:
+        gpu = f"{r.gpus}x {r.gpu}" if r.gpus > 1 else r.gpu
+        name = f"{r.provider} {escape(r.instance)}" + (" [bold green]*[/]" if r.fastest else "")
+        cost = f"${r.cost:,.2f}" if r.cost is not None else (
+            f"${r.cost_per_mtok:.3f}/Mtok" if r.cost_per_mtok is not None else "-")
+        time = _hours(r.hours) if r.fits else "[red]no fit[/]"
+        table.add_row(name, gpu, f"{r.price_per_hour:.2f}", time, cost)
+    return table
+
+
+def _plans_by_gpu(rows: list[InstanceResult]) -> Table:
+    """The best plan on each GPU type (every instance with that GPU runs it)."""
+    table = compact_table(("GPU", "left"), ("best plan (batch = micro-batch x accumulation)", "left"),
+                          ("tok/s", "right"))
+    seen: set[str] = set()
+    for r in rows:
+        if r.plan is None or r.gpu in seen:
+            continue
+        seen.add(r.gpu)
+        table.add_row(r.gpu, _short_plan(r.plan), f"{r.plan.tokens_per_s:,.0f}")
+    return table
+
+
 def render_instances(report: InstancesReport, console: Console | None = None, show_all: bool = False) -> None:
     console = console or make_console()
     data = (f"{report.dataset.tokens / 1e6:,.1f}M tokens x {report.dataset.epochs:g} epochs" if report.dataset.tokens
             else "dataset size not given: sorted by $ per million tokens")
-    table = Table(title=f"{report.model}: {data}", title_justify="left")
-    for col, just in (("instance", "left"), ("GPU", "left"), ("$/h", "right"), ("plan", "left"),
-                      ("tok/s", "right"), ("time", "right"), ("cost", "right")):
-        table.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
-    shown = 0
-    for r in report.instances:
-        if not r.fits and not show_all:
-            continue
-        shown += 1
-        plan = "[red]does not fit[/]"
-        if r.plan is not None:
-            p = r.plan
-            plan = f"{p.method.value} {p.targets or ''} r{p.rank or '-'} mb{p.micro_batch}{' ckpt' if p.grad_ckpt else ''}"
-        gpu = f"{r.gpus}x {r.gpu}" if r.gpus > 1 else r.gpu
-        name = f"{r.provider} {escape(r.instance)}" + (" [bold green]fastest[/]" if r.fastest else "")
-        cost = f"${r.cost:,.2f}" if r.cost is not None else (
-            f"${r.cost_per_mtok:.3f}/Mtok" if r.cost_per_mtok is not None else "-")
-        table.add_row(name, gpu, f"{r.price_per_hour:.2f}", plan,
-                      f"{r.plan.tokens_per_s:,.0f}" if r.plan else "-", _hours(r.hours), cost)
-    console.print(table)
+    shown = [r for r in report.instances if r.fits or show_all]
+    console.print(_instances_table(report.model, data, shown))
+    if any(r.fastest for r in shown):
+        console.print("[dim]* fastest; cost: the whole job at the hourly price; best plan per GPU below[/]")
+    plans = _plans_by_gpu(shown)
+    if plans.row_count:
+        console.print(plans)
     hidden = sum(1 for r in report.instances if not r.fits)
     if hidden and not show_all:
         console.print(f"[dim]{hidden} instances where nothing fits are hidden (--all shows them)[/]")
-    if not shown:
+    if not any(r.fits for r in report.instances):
         console.print("[red]No instance fits.[/]")
     dates = sorted({r.price_date for r in report.instances})
     if dates:

@@ -1,0 +1,133 @@
+"""JSON Schemas of every ``--json`` output, generated from the pydantic result models.
+
+The schemas ship under ``profiles/schemas/<name>.schema.json``; ``tests/test_schemas.py`` checks that
+regenerating them gives the committed files and that real outputs validate. Regenerate after a
+deliberate change of a result model with ``python -m planner.cli.schemas --write``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from planner.catalog import profiles_dir
+
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def _estimate() -> type[BaseModel]:
+    from planner.explain import Explanation
+    from planner.results import Estimate
+
+    class EstimateOutput(Estimate):
+        """``loraplan estimate --json``; ``explain`` only with ``--explain``."""
+
+        explain: Explanation | None = None
+
+    return EstimateOutput
+
+
+def _recommend() -> type[BaseModel]:
+    from planner.recommender import Recommendation
+
+    return Recommendation
+
+
+def _instances() -> type[BaseModel]:
+    from planner.recommender import InstancesReport
+
+    return InstancesReport
+
+
+def _sweep() -> type[BaseModel]:
+    from planner.sweep import SweepResult
+
+    return SweepResult
+
+
+def _probe() -> type[BaseModel]:
+    from probes.results import ProbeResult  # pydantic only: no torch
+
+    return ProbeResult
+
+
+def _probe_detect() -> type[BaseModel]:
+    from probes.results import GpuInfo
+
+    class DetectOutput(BaseModel):
+        """``loraplan probe --detect --json``."""
+
+        model_config = {"extra": "forbid"}
+        gpus: list[GpuInfo]
+
+    return DetectOutput
+
+
+COMMANDS: dict[str, tuple[str, Callable[[], type[BaseModel]]]] = {
+    "estimate": ("loraplan estimate --json (with an explain object under --explain)", _estimate),
+    "recommend": ("loraplan recommend --json", _recommend),
+    "instances": ("loraplan instances --json", _instances),
+    "sweep": ("loraplan sweep --json", _sweep),
+    "probe": ("loraplan probe --json and probe --save files", _probe),
+    "probe-detect": ("loraplan probe --detect --json", _probe_detect),
+}
+"""Schema name -> (the output it describes, the pydantic model that produces it)."""
+
+
+def schema_dir() -> Path:
+    """Where the shipped schemas live (``profiles/schemas``)."""
+    return profiles_dir() / "schemas"
+
+
+def schema(name: str) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of output ``name`` (a key of :data:`COMMANDS`)."""
+    what, model = COMMANDS[name]
+    body = model().model_json_schema(mode="serialization")
+    body.pop("description", None)
+    out: dict[str, Any] = {"$schema": DIALECT, "$id": f"loraplan/{name}.schema.json"}
+    out.update(body)
+    out.update(title=f"loraplan {name}", description=what)
+    return out
+
+
+def render(name: str) -> str:
+    """The file text of schema ``name`` (stable: 2-space indent, trailing newline)."""
+    return json.dumps(schema(name), indent=2) + "\n"
+
+
+def write_schemas(directory: Path | None = None) -> list[Path]:
+    """Write every schema to ``directory`` (default :func:`schema_dir`); returns the paths."""
+    directory = directory or schema_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in COMMANDS:
+        path = directory / f"{name}.schema.json"
+        path.write_text(render(name), encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m planner.cli.schemas [--write]``: check (exit 1 when stale) or regenerate the shipped schemas."""
+    parser = argparse.ArgumentParser(prog="python -m planner.cli.schemas", description=main.__doc__)
+    parser.add_argument("--write", action="store_true", help="regenerate profiles/schemas/*.schema.json")
+    args = parser.parse_args(argv)
+    if args.write:
+        for path in write_schemas():
+            print(f"wrote {path}")
+        return 0
+    stale = [n for n in COMMANDS if not (schema_dir() / f"{n}.schema.json").is_file()
+             or (schema_dir() / f"{n}.schema.json").read_text(encoding="utf-8") != render(n)]
+    for name in stale:
+        print(f"stale: {name}.schema.json (python -m planner.cli.schemas --write)")
+    return 1 if stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
