@@ -8,7 +8,6 @@ deliberate change of a result model with ``python -m planner.cli.schemas --write
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from planner.catalog import profiles_dir
+from planner.cli.output import json_text
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -98,7 +98,7 @@ def schema(name: str) -> dict[str, Any]:
 
 def render(name: str) -> str:
     """The file text of schema ``name`` (stable: 2-space indent, trailing newline)."""
-    return json.dumps(schema(name), indent=2) + "\n"
+    return json_text(schema(name)) + "\n"
 
 
 def write_schemas(directory: Path | None = None) -> list[Path]:
