@@ -53,6 +53,9 @@ def _result(inst: Instance, plan: Plan | None, has_profile: bool) -> InstanceRes
     """One instance's row: fit, hours, cost and USD per million tokens."""
     hours = plan.hours if plan else None
     cost = round(hours * inst.price_per_hour, 2) if hours is not None else None
+    hours_range = plan.hours_range if plan else None
+    cost_range = (round(hours_range[0] * inst.price_per_hour, 2),
+                  round(hours_range[1] * inst.price_per_hour, 2)) if hours_range else None
     per_mtok = round(inst.price_per_hour / (plan.tokens_per_s * 3600.0) * 1e6, 6) if plan else None
     note = None
     if not has_profile:
@@ -62,7 +65,7 @@ def _result(inst: Instance, plan: Plan | None, has_profile: bool) -> InstanceRes
     return InstanceResult(
         provider=inst.provider, instance=inst.instance, gpu=inst.gpu, gpus=inst.gpus,
         price_per_hour=inst.price_per_hour, fits=plan is not None, plan=plan, hours=hours, cost=cost,
-        cost_per_mtok=per_mtok, region=inst.region, price_date=inst.date, price_source=inst.source, note=note,
+        hours_range=hours_range, cost_range=cost_range, cost_per_mtok=per_mtok, region=inst.region, price_date=inst.date, price_source=inst.source, note=note,
     )
 
 

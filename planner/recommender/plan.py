@@ -48,6 +48,14 @@ def _warnings(req: Request, c: Candidate) -> tuple[str, ...]:
     return tuple(warnings)
 
 
+def _hours_range(c: Candidate) -> tuple[float, float] | None:
+    """Hours at the top and bottom of the time model's error band (None without a dataset size)."""
+    if c.hours is None:
+        return None
+    t = c.time
+    return (round(c.hours * t.tokens_per_s / t.tokens_per_s_high, 3), round(c.hours * t.tokens_per_s / t.tokens_per_s_low, 3))
+
+
 def build_plan(search: Search, c: Candidate, with_code: bool = True) -> Plan:
     """The plan for candidate ``c`` of ``search``, with its reasons (and code when ``with_code``)."""
     req = search.request
@@ -69,6 +77,7 @@ def build_plan(search: Search, c: Candidate, with_code: bool = True) -> Plan:
         peak_gib=c.estimate.peak_gib,
         tokens_per_s=round(c.time.tokens_per_s, 1),
         hours=None if c.hours is None else round(c.hours, 3),
+        hours_range=_hours_range(c),
         reasons=tuple(plan_reasons(search, c, rank_why, lr_why, recommended)),
         target_modules=modules,
         lora_dropout=None if full else t.lora_dropout,
@@ -103,15 +112,16 @@ def assumptions(search: Search) -> list[str]:
     u = search.util[search.request.methods[0]]
     out = [_dataset_assumption(search.request)]
     out.append(
-        f"utilization {u.mfu:.0%} of the dense {'bf16' if search.dtype is DType.BF16 else 'fp16'} peak "
-        f"({u.basis}: {'; '.join(u.sources[:1])}{' ...' if len(u.sources) > 1 else ''}) plus "
-        f"{u.overhead_s_per_layer * 1e3:.2f} ms per layer per micro-batch of fixed overhead; FLOPs per token from "
-        "Kaplan et al. 2020 (2N forward, 2N backward with a frozen base, 4N full, + a forward with checkpointing, "
-        "causal attention 2*L*s*d); QLoRA adds NF4 dequantization at memory bandwidth"
+        f"matmuls at {u.mfu:.0%} of the dense {'bf16' if search.dtype is DType.BF16 else 'fp16'} peak for a "
+        f"2048x4096 GEMM, less for smaller ones ({u.provenance.value}"
+        f"{' from ' + u.from_gpu + ' runs' if u.from_gpu else ''}: {'; '.join(u.sources[:1])}"
+        f"{' ...' if len(u.sources) > 1 else ''}); memory-bound norms, activations, LoRA path, loss, DoRA norms and "
+        "QLoRA dequantization at memory bandwidth; optimizer and clipping passes per step; "
+        f"{u.overhead_s_per_layer * 1e3:.2f} ms CPU dispatch per layer per pass; time range = held-out error band"
     )
-    if u.basis not in ("measured", "published-gpu"):
-        out.append(f"no published or measured run on a {search.gpu.name}: its utilization is borrowed ({u.basis}); "
-                   "run `loraplan probe` on it to measure")
+    if u.provenance.value != "measured" and u.from_gpu != search.gpu.name:
+        out.append(f"no published or measured run on a {search.gpu.name}: its utilization is {u.provenance.value} "
+                   f"from {u.from_gpu} runs; run `loraplan probe` on it to measure")
     out.append("single GPU, transformers Trainer / TRL SFTTrainer + PEFT + bitsandbytes, SDPA attention, "
                "standard (unchunked) loss")
     return out

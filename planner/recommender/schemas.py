@@ -46,6 +46,8 @@ class Plan(Frozen):
     peak_gib: PeakGiB
     tokens_per_s: float
     hours: float | None
+    hours_range: tuple[float, float] | None
+    """[low, high] hours: the time model's held-out error band (``time.tokens_per_s_high/low``)."""
     reasons: tuple[str, ...]
     # -- details
     target_modules: str | list[str] | None
@@ -119,6 +121,9 @@ class InstanceResult(Frozen):
     plan: Plan | None
     hours: float | None
     cost: float | None
+    hours_range: tuple[float, float] | None = None
+    cost_range: tuple[float, float] | None = None
+    """[low, high] USD from ``hours_range``."""
     # -- details
     fastest: bool = False
     cost_per_mtok: float | None = None

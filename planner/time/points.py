@@ -1,4 +1,4 @@
-"""The training speeds utilization is derived from: published runs and probe measurements."""
+"""The training speeds the time model is fitted and checked on: published runs and probe measurements."""
 
 from __future__ import annotations
 
@@ -10,26 +10,36 @@ from typing import Any
 
 from planner.catalog import _model_index, load_gpu, load_model, normalize_config
 from planner.specs import GpuProfile, ModelConfig, TrainSpec
-from planner.time.constants import measurements_dir, throughput_profile
+from planner.time.constants import measurements_dir, throughput_runs
+from planner.time.schemas import StepImpl
+
+FIT = "fit"
+HOLDOUT = "holdout"
+OTHER_STACK = "other-stack"
+MEASURED = "measured"
+MODELED_STACK = "transformers"
+"""Runs of this stack (transformers models + PEFT, Trainer or a plain loop) are fitted and checked."""
 
 
 @dataclass(frozen=True)
 class Point:
-    """One known training speed: a configuration on a GPU and its seconds per optimizer step."""
+    """One known training speed: a configuration on a GPU and its measured tokens per second."""
 
     id: str
+    group: str
     gpu: GpuProfile
     config: ModelConfig
     train: TrainSpec
-    seconds_per_optimizer_step: float
+    impl: StepImpl
+    tokens_per_s: float
     stack: str
+    split: str
     source: str
 
 
 def _reference_model(spec: dict[str, Any]) -> ModelConfig:
     if "name" in spec:
-        base = load_model(spec["name"]).config
-        return base.model_copy(update=spec.get("override", {})) if spec.get("override") else base
+        return load_model(spec["name"]).config
     return normalize_config(spec["config"])
 
 
@@ -37,30 +47,26 @@ def _train_from(data: dict[str, Any]) -> TrainSpec:
     fields = dict(data)
     if "targets" in fields:
         fields["targets"] = tuple(fields["targets"])
-    rank = fields.get("rank", 16)
-    fields.setdefault("alpha", 2.0 * rank)
+    fields.setdefault("alpha", 2.0 * fields.get("rank", 16))
     return TrainSpec(**fields)
 
 
-def _step_seconds(train: TrainSpec, tokens_per_s: float) -> float:
-    """Seconds per optimizer step from tokens/s over the whole step."""
-    return train.micro_batch * train.seq_len * train.grad_accum / tokens_per_s
+def _split(run: dict[str, Any], holdout: set[str]) -> str:
+    if run["stack"] != MODELED_STACK:
+        return OTHER_STACK
+    return HOLDOUT if run["group"] in holdout else FIT
 
 
 @cache
 def published_points() -> tuple[Point, ...]:
-    """The ``reference_points`` of ``profiles/throughput.json``."""
-    points = []
-    for p in throughput_profile()["reference_points"]:
-        train = _train_from(p["train"])
-        if "seconds_per_step" in p:
-            seconds = float(p["seconds_per_step"])
-        else:  # tokens/s over the whole optimizer step
-            seconds = _step_seconds(train, float(p["tokens_per_s"]))
-        points.append(
-            Point(p["id"], load_gpu(p["gpu"]), _reference_model(p["model"]), train, seconds, p["stack"], p["source"])
-        )
-    return tuple(points)
+    """Every run of ``profiles/throughput_runs.json`` with its split (fit / holdout / other-stack)."""
+    data = throughput_runs()
+    holdout = set(data["holdout_groups"])
+    return tuple(
+        Point(r["id"], r["group"], load_gpu(r["gpu"]), _reference_model(r["model"]), _train_from(r["train"]),
+              StepImpl(**r.get("impl", {})), float(r["tokens_per_s"]), r["stack"], _split(r, holdout), r["source"])
+        for r in data["runs"]
+    )
 
 
 def _measured_point(path: Path) -> Point | None:
@@ -70,14 +76,12 @@ def _measured_point(path: Path) -> Point | None:
         return None
     est = data.get("estimate") or {}
     train_data = est.get("train") or data.get("train")
-    gpu_name = ((est.get("gpu") or {}).get("name") or (data.get("calibration") or {}).get("profile"))
+    gpu_name = (est.get("gpu") or {}).get("name") or (data.get("calibration") or {}).get("profile")
     model = data.get("model") or est.get("model")
     if not train_data or not gpu_name or not isinstance(model, str) or model.lower() not in _model_index():
         return None  # never resolve a hub id here: no network from the planner's hot path
-    train = _train_from(train_data)
-    config = load_model(model).config
-    seconds = _step_seconds(train, float(data["tokens_per_s"]))
-    return Point(path.stem, load_gpu(gpu_name), config, train, seconds, "transformers",
+    return Point(path.stem, "measurements", load_gpu(gpu_name), load_model(model).config, _train_from(train_data),
+                 StepImpl(), float(data["tokens_per_s"]), MODELED_STACK, MEASURED,
                  f"loraplan probe measurement {path.name}")
 
 

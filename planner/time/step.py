@@ -1,81 +1,90 @@
 """Seconds per micro-batch and per optimizer step of one configuration at a given utilization.
 
-Time per micro-batch = max(compute, weight streaming) + dequantization + fixed per-layer overhead
-(kernel launches and Python, fitted), and the optimizer step streams its state once per optimizer step.
-
-- QLoRA: every pass (forward, backward, recompute) dequantizes each NF4 weight to 16 bits before its
-  matmul (bitsandbytes ``MatMul4Bit``): a memory-bound kernel that reads the packed weight and writes a
-  16-bit copy, once per micro-batch - so its cost per token falls with micro-batch x sequence length.
-- Optimizer step: param read + write and gradient read, plus the state bytes the optimizer table
-  (``profiles/optimizers.json`` ``state_bytes_moved_per_param``) gives.
+Time per micro-batch = max(GPU work, CPU dispatch). GPU work = matmuls at their roofline
+(:mod:`planner.time.gemm`) + memory-bound traffic and QLoRA dequantization at the effective bandwidth
+(:mod:`planner.time.traffic`). CPU dispatch = fixed seconds per decoder layer, per adapted module and per routed
+expert, per forward-equivalent pass (forward 1, backward 2, recompute 1; the per-layer and per-module costs are
+fitted). CUDA launches are asynchronous, so dispatch only costs time where the GPU runs out of queued work:
+small models, short micro-batches, many small adapted modules and MoE expert loops. The optimizer and
+gradient-clipping passes run once per optimizer step.
+The step is built from the memory model's context (:func:`planner.memory.context.build_context`), so both
+models read one architecture table, one target resolution and one set of element sizes.
 """
 
 from __future__ import annotations
 
-from functools import cache
-from typing import Any
+from planner.memory.context import Context, build_context
+from planner.specs import GpuProfile, ModelConfig, TrainSpec
+from planner.stack.stack import Stack
+from planner.time.constants import GB, TFLOP, TimeConstants, time_constants
+from planner.time.flops import matmul_params, peak_tflops
+from planner.time.gemm import Device, compute_seconds
+from planner.time.schemas import Provenance, StepImpl, TimeBreakdown, Utilization
+from planner.time.traffic import dequant_bytes, memory_bytes, optimizer_bytes
 
-from planner.memory.context import nf4_bytes_per_param
-from planner.model.params import param_counts
-from planner.specs import GpuProfile, Method, ModelConfig, Optim, TrainSpec
-from planner.stack.optimizers import optimizer_info
-from planner.time.constants import GB, TFLOP, throughput_profile
-from planner.time.flops import flops, matmul_params, peak_tflops
-from planner.time.schemas import TimeBreakdown, Utilization
-
-
-def optimizer_bytes_per_param(optim: Optim, trainable_bytes: float) -> float:
-    """DRAM bytes one optimizer step moves per trainable parameter (read + write).
-
-    Args:
-        optim: the optimizer (its state traffic comes from the optimizer table).
-        trainable_bytes: bytes per element of the trainable parameters and their gradients.
-    """
-    return 3 * trainable_bytes + optimizer_info(optim).state_bytes_moved_per_param  # param read + write, gradient read
+_BACKWARD_PASSES = 2.0
+"""Dispatch units of a backward pass relative to a forward (about twice the kernels: input and weight paths)."""
 
 
-@cache
-def _trainable(config: ModelConfig, method: Method, targets: tuple[str, ...], rank: int, dora: bool) -> int:
-    spec = TrainSpec(method=method, targets=targets, rank=rank, alpha=2.0 * rank, dora=dora)
-    return param_counts(config, spec).trainable
+def _dispatch_units(ctx: Context) -> float:
+    """Forward-equivalent passes of one micro-batch: forward, backward, recomputed forward."""
+    return 1.0 + _BACKWARD_PASSES + (1.0 if ctx.train.grad_ckpt else 0.0)
 
 
-def _optimizer_s(config: ModelConfig, train: TrainSpec, bandwidth_bytes_s: float) -> float:
-    """Seconds of one optimizer step: its DRAM traffic at the effective bandwidth."""
-    trainable = _trainable(config, train.method, train.targets, train.rank, train.dora)
-    c = train.dtype.bytes_per_element
-    train_bytes = 4.0 if train.method is not Method.FULL or train.fp32_master else c
-    return trainable * optimizer_bytes_per_param(train.optim, train_bytes) / bandwidth_bytes_s
+def overhead_seconds(ctx: Context, util: Utilization, consts: TimeConstants) -> float:
+    """Fixed dispatch seconds of one micro-batch: decoder layers, adapted modules and routed experts."""
+    modules = float(sum(1 for lin in ctx.targets if lin.experts == 1))
+    cfg = ctx.config
+    if ctx.arch.expert_params:
+        modules += cfg.num_local_experts * consts.traffic.expert_modules
+    per_pass = ctx.layers * (util.overhead_s_per_layer + modules * util.overhead_s_per_module)
+    return per_pass * _dispatch_units(ctx)
+
+
+def _weights_seconds(config: ModelConfig, ctx: Context, bandwidth: float) -> float:
+    layers_mm, head_mm = matmul_params(config)
+    return _dispatch_units(ctx) * (layers_mm + head_mm) * ctx.d.compute / bandwidth
 
 
 def time_breakdown(
-    config: ModelConfig, train: TrainSpec, gpu: GpuProfile, util: Utilization, consts: dict[str, Any] | None = None
+    config: ModelConfig,
+    train: TrainSpec,
+    gpu: GpuProfile,
+    util: Utilization,
+    impl: StepImpl | None = None,
+    stack: Stack | None = None,
+    consts: TimeConstants | None = None,
 ) -> TimeBreakdown:
-    """Seconds per micro-batch (and per optimizer step) of ``train`` on ``gpu`` at ``util``."""
-    consts = consts or throughput_profile()
-    f = flops(config, train)
-    tokens = train.micro_batch * train.seq_len
+    """Seconds per micro-batch (and per optimizer step) of ``train`` on ``gpu``, with the error band.
+
+    Args:
+        config: model architecture.
+        train: the configuration.
+        gpu: the GPU (dense peak and bandwidth from ``profiles/gpus.json``).
+        util: utilization to run at (:func:`planner.time.utilization` for ``gpu``).
+        impl: loop implementation details (default: the modeled Trainer stack).
+        stack: the training stack (loss kind); default the modeled one.
+        consts: time-model constants (default ``profiles/throughput.json``; the fit passes candidates).
+    """
+    consts = consts or time_constants()
+    impl = impl or StepImpl()
+    ctx = build_context(config, train, stack)
     peak = peak_tflops(gpu, train.dtype)
-    compute = (f.per_token * tokens + f.per_microbatch) / (peak * TFLOP * util.mfu)
-    bandwidth = gpu.memory_bandwidth_gbps * GB * consts["memory_bandwidth_efficiency"]["value"]
-    passes = 3 if train.grad_ckpt else 2
-    layers_mm, head_mm = matmul_params(config)
-    c = train.dtype.bytes_per_element
-    weights = passes * (layers_mm + head_mm) * c / bandwidth
-    dequant = 0.0
-    if train.method is Method.QLORA:
-        # Read the packed NF4 weight (+ constants), write the 16-bit copy the matmul then reads.
-        dequant = passes * layers_mm * (nf4_bytes_per_param(train.double_quant) + c) / bandwidth
-    overhead = util.overhead_s_per_layer * config.num_hidden_layers
-    optimizer = _optimizer_s(config, train, bandwidth)
-    seconds = max(compute, weights) + dequant + overhead + optimizer / train.grad_accum
+    bandwidth = gpu.memory_bandwidth_gbps * GB * consts.bandwidth_efficiency
+    dev = Device(peak_flops=peak * TFLOP, bandwidth=bandwidth, element_bytes=ctx.d.compute)
+    compute = compute_seconds(ctx, util, dev)
+    memory = memory_bytes(ctx, consts.traffic, impl) / bandwidth
+    dequant = dequant_bytes(ctx) / bandwidth
+    overhead = overhead_seconds(ctx, util, consts)
+    optimizer = optimizer_bytes(ctx, consts.traffic, impl) / bandwidth
+    step = train.grad_accum * max(compute + memory + dequant, overhead) + optimizer
+    tps = train.grad_accum * ctx.tokens / step
+    fit = consts.fitted
+    inferred = util.provenance is Provenance.INFERRED
+    low, high = (fit.inferred_band_low, fit.inferred_band_high) if inferred else (fit.band_low, fit.band_high)
     return TimeBreakdown(
-        compute_s=compute,
-        weights_s=weights,
-        dequant_s=dequant,
-        overhead_s=overhead,
-        optimizer_s=optimizer,
-        tokens_per_s=tokens / seconds,
-        mfu=util.mfu,
-        peak_tflops=peak,
+        compute_s=compute, weights_s=_weights_seconds(config, ctx, bandwidth), dequant_s=dequant, memory_s=memory,
+        overhead_s=overhead, optimizer_s=optimizer, tokens_per_s=tps,
+        tokens_per_s_low=tps * low, tokens_per_s_high=tps * high,
+        mfu=util.mfu, peak_tflops=peak,
     )

@@ -21,6 +21,16 @@ def _hours(hours: float | None) -> str:
     return f"{hours:.1f} h"
 
 
+def _hours_with_range(hours: float | None, hours_range: tuple[float, float] | None) -> str:
+    """``9.7 h (9.0-10.1)``: the central estimate and the time model's error band."""
+    if hours is None or hours_range is None:
+        return _hours(hours)
+    lo, hi = hours_range
+    if hours < 1:
+        return f"{hours * 60:.0f} min ({lo * 60:.0f}\u2013{hi * 60:.0f})"
+    return f"{hours:.1f} h ({lo:.1f}\u2013{hi:.1f})"
+
+
 def _plan_title(i: int, plan: Plan) -> str:
     what = plan.method.value.upper() if plan.method.value != "full" else "Full fine-tuning"
     if plan.targets:
@@ -64,7 +74,7 @@ def render_recommendation(rec: Recommendation, console: Console | None = None, s
             f" -> peak {p.peak_gib.device:.2f} GiB on the device ({p.headroom_gib:.2f} GiB under budget)"
         )
         steps = f", {p.optimizer_steps:,} optimizer steps" if p.optimizer_steps else ""
-        console.print(f"  speed: {p.tokens_per_s:,.0f} tokens/s, {_hours(p.hours)}{steps}")
+        console.print(f"  speed: {p.tokens_per_s:,.0f} tokens/s, {_hours_with_range(p.hours, p.hours_range)}{steps}")
         first = rec.plans[0].reasons
         reasons = p.reasons if i == 1 else tuple(r for r in p.reasons if r not in first)
         console.print("  why:" if i == 1 else "  why (what differs from plan 1):")
