@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from enum import Enum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator
+
+from planner.inputs import limit
 
 GIB = float(1 << 30)
 """Bytes in one GiB (what torch.cuda and nvidia-smi's MiB figures are based on)."""
@@ -119,16 +121,19 @@ class GpuProfile(Frozen):
 class TrainSpec(Frozen):
     """One training configuration: everything that changes memory, besides the model."""
 
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True, allow_inf_nan=False)
+    """Bounds: finite numbers, upper limits from ``profiles/limits.json`` (each with its reason)."""
+
     method: Method = Method.LORA
-    rank: int = Field(default=16, gt=0)
-    alpha: float = Field(default=32.0, gt=0)
-    targets: tuple[str, ...] = ("all-linear",)
-    lora_dropout: float | None = Field(default=None, ge=0, lt=1)
+    rank: StrictInt = Field(default=16, gt=0, le=limit("rank"))
+    alpha: StrictFloat = Field(default=32.0, gt=0, le=limit("alpha"))
+    targets: tuple[str, ...] = Field(default=("all-linear",), min_length=1)
+    lora_dropout: StrictFloat | None = Field(default=None, ge=0, lt=1)
     """None: 0.05, or 0 where PEFT requires it (see ``planner.model.architecture.lora_dropout``)."""
     dora: bool = False
-    micro_batch: int = Field(default=1, gt=0)
-    seq_len: int = Field(default=2048, gt=0)
-    grad_accum: int = Field(default=1, gt=0)
+    micro_batch: StrictInt = Field(default=1, gt=0, le=limit("micro_batch"))
+    seq_len: StrictInt = Field(default=2048, gt=0, le=limit("seq_len"))
+    grad_accum: StrictInt = Field(default=1, gt=0, le=limit("grad_accum"))
     grad_ckpt: bool = True
     optim: Optim = Optim.ADAMW
     attn: Attn = Attn.SDPA
@@ -140,5 +145,15 @@ class TrainSpec(Frozen):
     kbit_prepare: bool = True
     """QLoRA only: ``peft.prepare_model_for_kbit_training`` (upcasts every non-quantized param to fp32), as
     the QLoRA scripts and most training code call it; current TRL ``SFTTrainer`` does not."""
-    quant_bits: int = Field(default=4, ge=4, le=8, multiple_of=4)
+    quant_bits: StrictInt = Field(default=4, ge=4, le=8, multiple_of=4)
     """QLoRA only: 4 (NF4, ``load_in_4bit``) or 8 (LLM.int8, ``load_in_8bit``) base weights."""
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Module names, none empty; ``all-linear`` alone (combined, the other names would be ignored)."""
+        if any(not isinstance(t, str) or not t.strip() for t in value):
+            raise ValueError("an empty target module name")
+        if "all-linear" in value and len(value) > 1:
+            raise ValueError("'all-linear' already adapts every linear layer; give it alone, not with other names")
+        return value

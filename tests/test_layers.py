@@ -30,6 +30,7 @@ PACKAGES = ("planner", "probes")
 
 LAYERS: dict[str, int] = {
     "planner.errors": 0,
+    "planner.inputs": 0,
     "planner.specs": 0,
     "planner.results": 1,
     "planner.catalog": 2,

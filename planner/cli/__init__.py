@@ -11,12 +11,14 @@ import sys
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
 from planner.cli.estimate import estimate
 from planner.cli.probe import probe
 from planner.cli.recommend import instances, recommend
 from planner.cli.sweep import sweep
 from planner.errors import PlannerError
+from planner.inputs import describe
 
 
 class _Group(click.Group):
@@ -29,6 +31,9 @@ class _Group(click.Group):
         except PlannerError as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(err.exit_code)
+        except ValidationError as err:  # a spec rejected a value (bounds, finiteness): same as a usage error
+            click.echo(f"error: {describe(err)}", err=True)
+            sys.exit(2)
         except click.exceptions.NoArgsIsHelpError as err:
             click.echo(err.ctx.get_help() if err.ctx else str(err))
             sys.exit(0)

@@ -86,11 +86,20 @@ def parse_targets(text: str) -> tuple[str, ...]:
     parts = tuple(p.strip() for p in text.split(",") if p.strip())
     if not parts:
         raise click.BadParameter("--targets is empty")
+    if "all-linear" in parts and len(parts) > 1:
+        raise click.BadParameter("all-linear already adapts every linear layer; give it alone, not with "
+                                 f"{', '.join(p for p in parts if p != 'all-linear')}")
     return parts
 
 
 def train_spec(**values: Any) -> TrainSpec:
-    """Build a :class:`TrainSpec` from parsed click values (extra keys are ignored)."""
+    """Build a :class:`TrainSpec` from parsed click values (extra keys are ignored).
+
+    Flags the method would ignore are a usage error (:mod:`planner.cli.conflicts`).
+    """
+    from planner.cli.conflicts import check_train_flags
+
+    check_train_flags(values)
     rank = values["rank"]
     alpha = values.get("alpha")
     return TrainSpec(
