@@ -13,24 +13,28 @@ import json
 import os
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import ConfigDict, Field, StrictFloat, ValidationError
 
 from planner.errors import PlannerError
-from planner.specs import Frozen
+from planner.inputs import describe, read_json_file
+from planner.specs import Frozen, GpuProfile
 
 
 class Calibration(Frozen):
-    """Measured overhead for one GPU (GiB = 2**30 bytes)."""
+    """Measured overhead for one GPU (GiB = 2**30 bytes). Finite, non-negative; see the field bounds."""
 
-    gpu: str
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True, allow_inf_nan=False)
+
+    gpu: str = Field(min_length=1)
     """Device name as torch reports it (``torch.cuda.get_device_name``), or the profile name."""
     profile: str | None = None
     """Matching shipped GPU profile, if any."""
-    cuda_context_gib: float
+    cuda_context_gib: StrictFloat = Field(ge=0, le=16)
+    """Bounded by 16 GiB: measured contexts are 0.3-1.5 GiB (CUDA 12 lazy loading); more is a bad file."""
     """NVML device use minus torch's reserved memory at a quiet point (after load)."""
-    allocator_reserve_gib: float | None = None
+    allocator_reserve_gib: StrictFloat | None = Field(default=None, ge=0)
     """``peak_reserved - peak_allocated`` of the probe that measured it."""
-    allocator_reserve_fraction: float
+    allocator_reserve_fraction: StrictFloat = Field(ge=0, le=1)
     """``allocator_reserve_gib / peak_allocated``: the caching allocator's reserve over allocated memory."""
 
 
@@ -51,17 +55,24 @@ def load_calibration(path: str | Path) -> Calibration:
     Raises:
         PlannerError: the file cannot be read or holds no calibration.
     """
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise PlannerError(f"cannot read calibration {path}: {err}") from None
+    data = read_json_file(path, "calibration file")
     cal = data.get("calibration", data) if isinstance(data, dict) else None
+    if not isinstance(cal, dict) or not {"gpu", "cuda_context_gib", "allocator_reserve_fraction"} <= set(cal):
+        raise PlannerError(f"{path} has no calibration (expected gpu, cuda_context_gib, allocator_reserve_fraction)")
     try:
         return Calibration.model_validate({k: v for k, v in cal.items() if k in Calibration.model_fields})
-    except (AttributeError, ValidationError):
-        raise PlannerError(
-            f"{path} has no calibration (expected gpu, cuda_context_gib, allocator_reserve_fraction)"
-        ) from None
+    except ValidationError as err:
+        raise PlannerError(describe(err, cli=False, prefix=f"calibration {path}: ")) from None
+
+
+def calibration_matches(calibration: Calibration, gpu: GpuProfile) -> bool:
+    """Whether ``calibration`` was measured on ``gpu`` (its profile name, device name or an alias)."""
+    from planner.catalog import match_gpu
+
+    names = {gpu.name.lower(), *(a.lower() for a in gpu.aliases)}
+    if (calibration.profile or "").lower() in names or calibration.gpu.lower() in names:
+        return True
+    return match_gpu(calibration.gpu, gpu.memory_gib) == gpu
 
 
 def cached_calibration(gpu_name: str) -> Calibration | None:

@@ -8,13 +8,16 @@ remote code is never run).
 from __future__ import annotations
 
 import json
+import math
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from planner.errors import ConfigError, OfflineError, unknown
+from planner.errors import ConfigError, OfflineError, PlannerError, unknown
+from planner.inputs import read_json_file
 from planner.specs import GpuProfile, ModelConfig, ModelProfile
 
 # --------------------------------------------------------------------------- files
@@ -48,11 +51,78 @@ _LLAMA_LIKE = {"llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2
 SUPPORTED_MODEL_TYPES = frozenset(_LLAMA_LIKE | {"falcon", "gpt2"})
 
 
-def _need(raw: dict[str, Any], *keys: str) -> Any:
+def _need(raw: dict[str, Any], *keys: str) -> int:
+    """The first of ``keys`` present: a positive integer (a bool, a string or a float is an error)."""
     for key in keys:
         if raw.get(key) is not None:
-            return raw[key]
+            return _int(raw, key)
     raise ConfigError(f"config.json is missing field {keys[0]!r} (model_type {raw.get('model_type')!r})")
+
+
+def _int(raw: dict[str, Any], key: str, default: int | None = None, *, minimum: int = 1) -> Any:
+    """``raw[key]`` as an exact JSON integer >= ``minimum`` (absent or null: ``default``)."""
+    value = raw.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"config.json field {key!r} must be an integer, got {_shown(value)}")
+    if value < minimum:
+        raise ConfigError(f"config.json field {key!r} must be >= {minimum}, got {value}")
+    if value > 1 << 40:
+        raise ConfigError(f"config.json field {key!r} is implausibly large ({_shown(value)})")
+    return value
+
+
+def _bool(raw: dict[str, Any], key: str, default: bool) -> bool:
+    """``raw[key]`` as a JSON boolean (``"false"`` is a string, not False; absent or null: ``default``)."""
+    value = raw.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ConfigError(f"config.json field {key!r} must be true or false, got {_shown(value)}")
+    return value
+
+
+def _float(raw: dict[str, Any], key: str) -> float | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"config.json field {key!r} must be a positive number, got {_shown(value)}")
+    return float(value)
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, int) or abs(value) < 10**24 else f"a {len(str(value))}-digit int"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _divisible(mt: str, h: int, heads: int, head_dim_given: bool) -> None:
+    if not head_dim_given and h % heads:
+        raise ConfigError(f"config.json: hidden_size {h} is not divisible by num_attention_heads {heads} "
+                          f"(and no head_dim is given) for model_type {mt!r}")
+
+
+def _check_consistency(cfg: ModelConfig) -> None:
+    """Architectural consistency, naming the fields (transformers would fail, or compute something else)."""
+    if cfg.num_attention_heads % cfg.num_key_value_heads:
+        raise ConfigError(f"config.json: num_key_value_heads {cfg.num_key_value_heads} does not divide "
+                          f"num_attention_heads {cfg.num_attention_heads} (grouped-query attention needs it)")
+    if cfg.num_local_experts or cfg.model_type == "mixtral":
+        if cfg.num_local_experts < 1:
+            raise ConfigError("config.json: num_local_experts must be >= 1 for a mixture of experts")
+        if not 1 <= cfg.num_experts_per_tok <= cfg.num_local_experts:
+            raise ConfigError(f"config.json: num_experts_per_tok {cfg.num_experts_per_tok} must be in "
+                              f"1..num_local_experts ({cfg.num_local_experts})")
+
+
+def config_warnings(raw: dict[str, Any]) -> list[str]:
+    """Things a config says that the estimate does not model (one line each), e.g. ``auto_map``."""
+    out = []
+    if isinstance(raw, dict) and raw.get("auto_map"):
+        out.append("config.json has auto_map (custom modelling code); loraplan never runs it and estimates the "
+                   f"standard {raw.get('model_type')!r} architecture, which that code may change")
+    return out
 
 
 def normalize_config(raw: dict[str, Any]) -> ModelConfig:
@@ -66,15 +136,18 @@ def normalize_config(raw: dict[str, Any]) -> ModelConfig:
     mt = raw.get("model_type")
     if mt is None:
         raise ConfigError("config.json is missing field 'model_type'")
+    if not isinstance(mt, str):
+        raise ConfigError(f"config.json field 'model_type' must be a string, got {_shown(mt)}")
     if mt not in SUPPORTED_MODEL_TYPES:
         raise ConfigError(f"model_type {mt!r} is not supported; supported: {', '.join(sorted(SUPPORTED_MODEL_TYPES))}")
-    tie = raw.get("tie_word_embeddings", _TIE_DEFAULT.get(mt, False))
+    tie = _bool(raw, "tie_word_embeddings", _TIE_DEFAULT.get(mt, False))
     if mt == "gpt2":
         h = _need(raw, "n_embd")
         heads = _need(raw, "n_head")
+        _divisible(mt, h, heads, False)
         fields = dict(
             hidden_size=h,
-            intermediate_size=raw.get("n_inner") or 4 * h,
+            intermediate_size=_int(raw, "n_inner") or 4 * h,
             num_hidden_layers=_need(raw, "n_layer"),
             num_attention_heads=heads,
             num_key_value_heads=heads,
@@ -87,49 +160,54 @@ def normalize_config(raw: dict[str, Any]) -> ModelConfig:
     elif mt == "falcon":
         h = _need(raw, "hidden_size")
         heads = _need(raw, "num_attention_heads", "n_head")
-        new_arch = bool(raw.get("new_decoder_architecture", False))
+        _divisible(mt, h, heads, False)
+        new_arch = _bool(raw, "new_decoder_architecture", False)
         if new_arch:
             kv = _need(raw, "num_kv_heads")
         else:
-            kv = 1 if raw.get("multi_query", True) else heads
+            kv = 1 if _bool(raw, "multi_query", True) else heads
         fields = dict(
             hidden_size=h,
-            intermediate_size=raw.get("ffn_hidden_size") or 4 * h,
+            intermediate_size=_int(raw, "ffn_hidden_size") or 4 * h,
             num_hidden_layers=_need(raw, "num_hidden_layers", "n_layer"),
             num_attention_heads=heads,
             num_key_value_heads=kv,
             head_dim=h // heads,
             vocab_size=_need(raw, "vocab_size"),
-            max_position_embeddings=raw.get("max_position_embeddings", 2048),
-            attention_bias=bool(raw.get("bias", False)),
-            mlp_bias=bool(raw.get("bias", False)),
-            parallel_attn=bool(raw.get("parallel_attn", True)),
+            max_position_embeddings=_int(raw, "max_position_embeddings", 2048),
+            attention_bias=_bool(raw, "bias", False),
+            mlp_bias=_bool(raw, "bias", False),
+            parallel_attn=_bool(raw, "parallel_attn", True),
             new_decoder_architecture=new_arch,
         )
     else:
         h = _need(raw, "hidden_size")
         heads = _need(raw, "num_attention_heads")
+        head_dim = _int(raw, "head_dim")
+        _divisible(mt, h, heads, head_dim is not None)
         fields = dict(
             hidden_size=h,
             intermediate_size=_need(raw, "intermediate_size"),
             num_hidden_layers=_need(raw, "num_hidden_layers"),
             num_attention_heads=heads,
-            num_key_value_heads=raw.get("num_key_value_heads") or heads,
-            head_dim=raw.get("head_dim") or h // heads,
+            num_key_value_heads=_int(raw, "num_key_value_heads") or heads,
+            head_dim=head_dim or h // heads,
             vocab_size=_need(raw, "vocab_size"),
             max_position_embeddings=_need(raw, "max_position_embeddings"),
             # Qwen2 hard-codes bias=True on q/k/v (modeling_qwen2.Qwen2Attention); others read attention_bias.
-            attention_bias=True if mt == "qwen2" else bool(raw.get("attention_bias", False)),
-            mlp_bias=bool(raw.get("mlp_bias", False)),
-            num_local_experts=raw.get("num_local_experts", 0) if mt == "mixtral" else 0,
-            num_experts_per_tok=raw.get("num_experts_per_tok", 0) if mt == "mixtral" else 0,
-            final_logit_softcapping=raw.get("final_logit_softcapping") if mt == "gemma2" else None,
+            attention_bias=True if mt == "qwen2" else _bool(raw, "attention_bias", False),
+            mlp_bias=_bool(raw, "mlp_bias", False),
+            num_local_experts=_int(raw, "num_local_experts", 0, minimum=0) if mt == "mixtral" else 0,
+            num_experts_per_tok=_int(raw, "num_experts_per_tok", 0, minimum=0) if mt == "mixtral" else 0,
+            final_logit_softcapping=_float(raw, "final_logit_softcapping") if mt == "gemma2" else None,
         )
     try:
-        return ModelConfig(model_type=mt, tie_word_embeddings=bool(tie), **fields)
+        cfg = ModelConfig(model_type=mt, tie_word_embeddings=tie, **fields)
     except ValidationError as err:
         first = err.errors()[0]
         raise ConfigError(f"config.json field {first['loc'][0]!r}: {first['msg']}") from None
+    _check_consistency(cfg)
+    return cfg
 
 
 # --------------------------------------------------------------------------- models
@@ -180,22 +258,44 @@ def _resolve(name: str) -> tuple[ModelProfile, dict[str, Any]]:
         return _profile_from_file(path), _read_json(path)["config"]
     local = Path(name).expanduser()
     if local.is_dir():
+        if not (local / "config.json").exists():
+            raise ConfigError(f"folder {name!r} has no config.json")
         local = local / "config.json"
+        if local.is_dir():
+            raise ConfigError(f"{str(local)!r} is a directory, not a config.json file")
     if local.is_file() and (local.suffix == ".json" or local.name == "config.json"):
         raw = _load_json_file(local)
-        return ModelProfile(name=str(name), source=str(local.resolve()), config=normalize_config(raw)), raw
+        return ModelProfile(name=str(name), source=str(local.resolve()), config=normalize_config(raw),
+                            warnings=tuple(config_warnings(raw))), raw
+    if _looks_like_path(name):
+        raise ConfigError(f"{name!r} does not exist (a model is a shipped name, a hub id owner/name, "
+                          "or a local config.json / model folder)")
     if name.count("/") == 1 and not Path(name).exists():
+        if not _REPO_ID.fullmatch(name):
+            raise ConfigError(f"{name!r} is not a valid hub repo id (expected owner/name, letters, digits, "
+                              "'-', '_' and '.')")
         raw = _fetch_hub_config(name)
         source = f"https://huggingface.co/{name}/blob/main/config.json"
-        return ModelProfile(name=name, hub_id=name, source=source, config=normalize_config(raw)), raw
+        return ModelProfile(name=name, hub_id=name, source=source, config=normalize_config(raw),
+                            warnings=tuple(config_warnings(raw))), raw
     raise unknown("model", name, [p.stem for p in _model_index().values()] + list(_model_index()))
+
+
+_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
+"""huggingface_hub's repo-id rule (``validate_repo_id``): owner/name, no '--' or '..' checked by the hub."""
+
+
+def _looks_like_path(name: str) -> bool:
+    """A name the user meant as a file: ends in .json, starts with ./ ../ / ~, or has more than one '/'."""
+    return (name.endswith(".json") or name.startswith(("./", "../", "/", "~", ".\\")) or name.count("/") > 1
+            or name in {".", ".."})
 
 
 def _load_json_file(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ConfigError(f"cannot read {path}: {err}") from None
+        return read_json_file(path, "config")
+    except PlannerError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _fetch_hub_config(repo_id: str) -> dict[str, Any]:
@@ -205,6 +305,7 @@ def _fetch_hub_config(repo_id: str) -> dict[str, Any]:
     import logging
     import os
 
+    _check_endpoint()  # huggingface_hub parses $HF_ENDPOINT at import
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:  # pragma: no cover - huggingface_hub is a base dependency
@@ -233,15 +334,36 @@ def _fetch_hub_config(repo_id: str) -> dict[str, Any]:
     return _load_json_file(Path(path))
 
 
+def _check_endpoint() -> None:
+    """``$HF_ENDPOINT`` (read by huggingface_hub) must be an http(s) URL with a valid port."""
+    import os
+    from urllib.parse import urlparse
+
+    value = os.environ.get("HF_ENDPOINT")
+    if value is None:
+        return
+    try:
+        url = urlparse(value)
+        url.port  # noqa: B018 - raises ValueError on a port out of range
+    except ValueError as err:
+        raise OfflineError(f"HF_ENDPOINT={value!r} is not a valid URL ({err})") from None
+    if url.scheme not in {"http", "https"} or not url.hostname:
+        raise OfflineError(f"HF_ENDPOINT={value!r} is not an http(s) URL")
+
+
 def _hub_reachable(timeout_s: float = 3.0) -> bool:
     """Whether the hub endpoint accepts a TCP connection (DNS failure or no route -> False, quickly)."""
     import os
     import socket
     from urllib.parse import urlparse
 
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     try:
-        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout_s):
+        url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+        port = url.port or 443
+    except ValueError:  # HF_ENDPOINT with a bad port: cannot be reached
+        return False
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout_s):
             return True
     except OSError:
         return False

@@ -101,6 +101,8 @@ class ModelProfile(Frozen):
     hub_id: str | None = None
     source: str
     config: ModelConfig
+    warnings: tuple[str, ...] = ()
+    """What the config says that the estimate does not model (e.g. ``auto_map`` custom code)."""
 
 
 class GpuProfile(Frozen):

@@ -58,7 +58,7 @@ def test_bad_user_file(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"instances": [{"provider": "x", "instance": "y", "price_per_hour": 1}]}))
     with pytest.raises(PlannerError, match="instance x/y"):
         load_instances(bad)
-    with pytest.raises(PlannerError, match="cannot read"):
+    with pytest.raises(PlannerError, match="does not exist"):
         load_instances(tmp_path / "missing.json")
 
 

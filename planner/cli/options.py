@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from planner.inputs import limit
 from planner.specs import Attn, DType, Method, Optim, TrainSpec
 
 _DEFAULT = TrainSpec()
@@ -102,6 +103,8 @@ def train_spec(**values: Any) -> TrainSpec:
     check_train_flags(values)
     rank = values["rank"]
     alpha = values.get("alpha")
+    if alpha is None and rank > limit("rank"):  # 2 x a 400-digit rank overflows a float: TrainSpec names rank
+        alpha = 1.0
     return TrainSpec(
         method=Method(values["method"]),
         rank=rank,

@@ -109,7 +109,7 @@ def instances(model: str, provider: str | None, max_price_per_hour: float | None
     """Where to run MODEL's fine-tuning: each cloud instance's best plan, time and cost, cheapest first."""
     report = recommender.plan_instances(
         model, request=_request(values), prices=prices,
-        providers=provider.split(",") if provider else None, max_price_per_hour=max_price_per_hour,
+        providers=provider.split(",") if provider is not None else None, max_price_per_hour=max_price_per_hour,
     )
     if as_json:
         emit_json(report.model_dump(mode="json"))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from planner.estimator.advice import advise
-from planner.calibration import Calibration, cached_calibration, load_calibration
+from planner.calibration import Calibration, cached_calibration, calibration_matches, load_calibration
 from planner.catalog import load_gpu, load_model
 from planner.estimator.core import estimate
 from planner.estimator.fits import DEFAULT_HEADROOM
@@ -23,10 +23,13 @@ class Resolved:
     calibration: Calibration | None
     headroom: float = DEFAULT_HEADROOM
     """Fraction of usable GPU memory kept free by the fit rule."""
+    warnings: tuple[str, ...] = ()
+    """Added to every estimate (e.g. a calibration from another GPU, not applied)."""
 
     def run(self, train: TrainSpec) -> Estimate:
         """Estimate ``train`` for this model, GPU, calibration and fit rule."""
-        return estimate(self.model, train, self.gpu, self.calibration, headroom=self.headroom)
+        est = estimate(self.model, train, self.gpu, self.calibration, headroom=self.headroom)
+        return est.model_copy(update={"warnings": self.warnings + est.warnings}) if self.warnings else est
 
 
 def resolve(model: str, gpu: str | None = None, calibrate: str | Path | None = None,
@@ -35,9 +38,14 @@ def resolve(model: str, gpu: str | None = None, calibrate: str | Path | None = N
     profile = load_model(model)
     gpu_profile = load_gpu(gpu) if gpu else None
     calibration = load_calibration(calibrate) if calibrate else None
-    if calibration is None and gpu_profile is not None:
+    warnings: tuple[str, ...] = ()
+    if calibration is not None and gpu_profile is not None and not calibration_matches(calibration, gpu_profile):
+        warnings = (f"calibration {calibrate} was measured on {calibration.gpu!r}, not {gpu_profile.name}: "
+                    "not applied (the shipped runtime constants are used)",)
+        calibration = None
+    if calibration is None and gpu_profile is not None and not calibrate:
         calibration = cached_calibration(gpu_profile.name)
-    return Resolved(profile, gpu_profile, calibration, headroom)
+    return Resolved(profile, gpu_profile, calibration, headroom, warnings)
 
 
 def estimate_with_advice(

@@ -23,6 +23,18 @@ from planner.specs import GIB, GpuProfile, Method, ModelProfile, TrainSpec
 from planner.stack.stack import Stack
 
 
+def _check_types(model: object, train: object, gpu: object, calibration: object) -> None:
+    """The library API's argument types, checked upfront so a wrong one is a clear TypeError, not AttributeError."""
+    for name, value, types, text in (
+        ("model", model, (str, ModelProfile), "a model name / hub id / config.json path or a ModelProfile"),
+        ("train", train, (TrainSpec, type(None)), "a TrainSpec or None"),
+        ("gpu", gpu, (str, GpuProfile, type(None)), "a GPU name, a GpuProfile or None"),
+        ("calibration", calibration, (Calibration, type(None)), "a Calibration or None"),
+    ):
+        if not isinstance(value, types):
+            raise TypeError(f"estimate(): {name} must be {text}, got {type(value).__name__}")
+
+
 def estimate(
     model: ModelProfile | str,
     train: TrainSpec | None = None,
@@ -50,7 +62,9 @@ def estimate(
 
     Raises:
         PlannerError: unknown model/GPU or targets that match no module.
+        TypeError: an argument of the wrong type (e.g. ``estimate(None)``).
     """
+    _check_types(model, train, gpu, calibration)
     profile = load_model(model) if isinstance(model, str) else model
     gpu_profile = load_gpu(gpu) if isinstance(gpu, str) else gpu
     train = train or TrainSpec()
@@ -77,7 +91,7 @@ def estimate(
         model=profile.name, method=train.method, train=train, params=param_counts(profile.config, train),
         memory_gib=MemoryGiB(**{c: b / GIB for c, b in ledger.components().items()}),
         peak_gib=peak, peak_phase=phase.group, host_spillable_gib=paged / GIB, gpu=gpu_ref, fits=fits,
-        headroom_gib=spare, advice=None, warnings=estimate_warnings(ctx, paged, gpu_profile), stack=ctx.stack.ref(),
+        headroom_gib=spare, advice=None, warnings=profile.warnings + estimate_warnings(ctx, paged, gpu_profile), stack=ctx.stack.ref(),
     )
     est._ledger = ledger
     return est

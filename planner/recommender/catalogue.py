@@ -13,26 +13,30 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
-from planner.catalog import _read_json, profiles_dir
+from planner.catalog import _read_json, load_gpu, profiles_dir
 from planner.errors import PlannerError
+from planner.inputs import describe, limit, read_json_file
 from planner.specs import Frozen
 
 ENV_VAR = "LORAPLAN_INSTANCES"
 
 
 class Instance(Frozen):
-    """One on-demand instance type at one price."""
+    """One on-demand instance type at one price (strict types: a price is a JSON number, not a string)."""
 
-    provider: str
-    instance: str
-    gpu: str
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True, allow_inf_nan=False, strict=True)
+
+    provider: str = Field(min_length=1)
+    instance: str = Field(min_length=1)
+    gpu: str = Field(min_length=1)
     """GPU profile name (gpus.json)."""
-    gpus: int = Field(gt=0)
-    gpu_memory_gib: float = Field(gt=0)
+    gpus: int = Field(gt=0, le=64)
+    """Per instance; 64 bounds any single node sold (the largest have 8-16)."""
+    gpu_memory_gib: float = Field(gt=0, le=1024)
     """Per GPU."""
-    price_per_hour: float = Field(ge=0)
+    price_per_hour: float = Field(ge=0, le=limit("price_per_hour"))
     """USD per instance-hour, on demand."""
     region: str
     date: str
@@ -49,17 +53,28 @@ def _catalogue() -> list[dict[str, Any]]:
 
 
 def _user_entries(path: str | Path) -> list[dict[str, Any]]:
-    try:
-        data = json.loads(Path(path).expanduser().read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise PlannerError(f"cannot read price file {path}: {err}") from None
+    data = read_json_file(path, "price file")
     entries = data.get("instances") if isinstance(data, dict) else data
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise PlannerError(f"price file {path}: expected {{\"instances\": [{{...}}, ...]}}")
     for e in entries:
-        if "provider" not in e or "instance" not in e:
-            raise PlannerError(f"price file {path}: every entry needs 'provider' and 'instance'")
+        if not isinstance(e.get("provider"), str) or not isinstance(e.get("instance"), str):
+            raise PlannerError(f"price file {path}: every entry needs 'provider' and 'instance' (strings)")
     return entries
+
+
+def _check_user_entry(inst: Instance, path: str | Path) -> None:
+    """A price-file entry's GPU must be a shipped profile (closest names suggested), its memory that GPU's."""
+    gpu = load_gpu(inst.gpu)  # PlannerError: unknown GPU 'x'; did you mean ...
+    if abs(inst.gpu_memory_gib - gpu.memory_gib) > _MEMORY_TOLERANCE * gpu.memory_gib:
+        raise PlannerError(
+            f"price file {path}: {inst.provider}/{inst.instance}: gpu_memory_gib {inst.gpu_memory_gib:g} does not match "
+            f"the {gpu.name} profile ({gpu.memory_gib:g} GiB); fix the entry or name the right GPU"
+        )
+
+
+_MEMORY_TOLERANCE = 0.1
+"""Nominal (marketing GB) vs reported GiB differ by < 8% (e.g. 80 GB vs 79.2 GiB); more is another GPU."""
 
 
 def load_instances(prices: str | Path | None = None) -> tuple[Instance, ...]:
@@ -72,8 +87,10 @@ def load_instances(prices: str | Path | None = None) -> tuple[Instance, ...]:
     for entry in _catalogue():
         merged[(entry["provider"].lower(), entry["instance"])] = dict(entry)
     override = prices or os.environ.get(ENV_VAR)
+    user: set[tuple[str, str]] = set()
     if override:
         for entry in _user_entries(override):
+            user.add((str(entry["provider"]).lower(), str(entry["instance"])))
             key = (str(entry["provider"]).lower(), str(entry["instance"]))
             base = merged.get(key, {})
             merged[key] = {**base, **entry, **({"source": entry.get("source", f"user price file {override}")}
@@ -81,9 +98,10 @@ def load_instances(prices: str | Path | None = None) -> tuple[Instance, ...]:
     out = []
     for (provider, name), fields in merged.items():
         try:
-            out.append(Instance(**fields))
+            inst = Instance(**fields)
         except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(x) for x in first["loc"])
-            raise PlannerError(f"instance {provider}/{name}: field {where!r}: {first['msg']}") from None
+            raise PlannerError(describe(err, cli=False, prefix=f"instance {provider}/{name}: field ")) from None
+        if (provider, name) in user:
+            _check_user_entry(inst, override)
+        out.append(inst)
     return tuple(out)

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from planner.catalog import load_gpu, load_model
 from planner.errors import PlannerError
+from planner.inputs import check_number
 from planner.recommender.catalogue import Instance, load_instances
 from planner.recommender.plan import build_plan
 from planner.recommender.request import Request, make_request
@@ -25,13 +26,14 @@ def _chosen(catalogue: tuple[Instance, ...], providers: Iterable[str] | None,
     """The catalogue entries of the wanted providers at or under the price cap (validated)."""
     known = {i.provider.lower() for i in catalogue}
     wanted = None
-    if providers:
+    if providers is not None:
         wanted = {p.strip().lower() for p in providers if p.strip()}
+        if not wanted:
+            raise PlannerError("--provider names no provider; give comma-separated names such as aws,gcp")
         unknown = sorted(wanted - known)
         if unknown:
             raise PlannerError(f"unknown provider {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    if max_price_per_hour is not None and max_price_per_hour <= 0:
-        raise PlannerError(f"--max-price-per-hour must be > 0, got {max_price_per_hour}")
+    check_number("price_per_hour", max_price_per_hour, label="--max-price-per-hour")
     return [
         i for i in catalogue
         if (wanted is None or i.provider.lower() in wanted)

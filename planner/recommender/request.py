@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from planner.errors import PlannerError
+from planner.inputs import check_number
 from planner.estimator.fits import DEFAULT_HEADROOM, check_headroom
 from planner.recommender import rules
 from planner.recommender.rules import Task
@@ -67,10 +68,11 @@ def make_request(
 ) -> Request:
     """Validate user input into a :class:`Request` (one-line :class:`PlannerError` on bad input)."""
     _check_dataset_size(dataset_tokens, examples, avg_tokens)
-    for name, value in (("dataset-tokens", dataset_tokens), ("examples", examples), ("avg-tokens", avg_tokens),
-                        ("seq-len", seq_len), ("effective-batch", effective_batch), ("epochs", epochs), ("top", top)):
-        if value is not None and value <= 0:
-            raise PlannerError(f"--{name} must be > 0, got {value}")
+    for name, value, integer in (("dataset_tokens", dataset_tokens, False), ("examples", examples, True),
+                                 ("avg_tokens", avg_tokens, False), ("seq_len", seq_len, True),
+                                 ("effective_batch", effective_batch, True), ("epochs", epochs, False),
+                                 ("top", top, True)):
+        check_number(name, value, integer=integer)  # finite, > 0, within profiles/limits.json
     headroom = check_headroom(headroom)
     try:
         task = Task(task)
