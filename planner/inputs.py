@@ -115,3 +115,9 @@ def describe(err: ValidationError, *, cli: bool = True, prefix: str = "") -> str
     value = first.get("input")
     shown = "" if isinstance(value, (dict, list, tuple)) else f", got {_short(value)}"
     return f"{prefix}{name}: {msg}{shown}"
+
+
+def one_line(message: str) -> str:
+    """``message`` with control characters (newlines, CR, ESC ...) escaped: user text echoed in an error must
+    not split it into lines or drive the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)

@@ -14,7 +14,7 @@ needs_torch_stack = pytest.mark.skipif(not HAS_TORCH_STACK, reason="needs the pr
 try:  # the property suite (tests/test_properties.py): bounded examples, no deadline (2-core CI)
     from hypothesis import HealthCheck, settings
 
-    settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True,
+    settings.register_profile("ci", max_examples=200, deadline=None, derandomize=True,
                               suppress_health_check=[HealthCheck.too_slow])
     settings.register_profile("deep", max_examples=2000, deadline=None)
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -76,3 +76,9 @@ def test_make_request_bounds() -> None:
 def test_valid_defaults_unchanged() -> None:
     est = estimate("llama-3.2-1b", TrainSpec(), gpu="4090")
     assert est.fits and not est.warnings
+
+
+def test_control_characters_stay_on_one_line() -> None:
+    """hypothesis counterexample: ``--provider $'0\\r0'`` split the error over two lines."""
+    res = CliRunner().invoke(cli, ["instances", "qwen2.5-0.5b", "--provider", "0\r0"])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output

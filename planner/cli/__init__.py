@@ -18,7 +18,7 @@ from planner.cli.probe import probe
 from planner.cli.recommend import instances, recommend
 from planner.cli.sweep import sweep
 from planner.errors import PlannerError
-from planner.inputs import describe
+from planner.inputs import describe, one_line
 
 
 class _Group(click.Group):
@@ -29,17 +29,17 @@ class _Group(click.Group):
         try:
             rv = super().main(*args, **kwargs)
         except PlannerError as err:
-            click.echo(f"error: {err}", err=True)
+            click.echo(one_line(f"error: {err}"), err=True)
             sys.exit(err.exit_code)
         except ValidationError as err:  # a spec rejected a value (bounds, finiteness): same as a usage error
-            click.echo(f"error: {describe(err)}", err=True)
+            click.echo(one_line(f"error: {describe(err)}"), err=True)
             sys.exit(2)
         except click.exceptions.NoArgsIsHelpError as err:
             click.echo(err.ctx.get_help() if err.ctx else str(err))
             sys.exit(0)
         except click.UsageError as err:
             where = f" ({err.ctx.command_path})" if err.ctx else ""
-            click.echo(f"error{where}: {err.format_message()}", err=True)
+            click.echo(one_line(f"error{where}: {err.format_message()}"), err=True)
             sys.exit(2)
         except click.exceptions.Abort:
             click.echo("aborted", err=True)
@@ -47,7 +47,7 @@ class _Group(click.Group):
         except click.exceptions.Exit as err:
             sys.exit(err.exit_code)
         except click.ClickException as err:
-            click.echo(f"error: {err.format_message()}", err=True)
+            click.echo(one_line(f"error: {err.format_message()}"), err=True)
             sys.exit(err.exit_code)
         sys.exit(rv if isinstance(rv, int) else 0)
 

@@ -32,7 +32,7 @@ def _chosen(catalogue: tuple[Instance, ...], providers: Iterable[str] | None,
             raise PlannerError("--provider names no provider; give comma-separated names such as aws,gcp")
         unknown = sorted(wanted - known)
         if unknown:
-            raise PlannerError(f"unknown provider {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise PlannerError(f"unknown provider {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}")
     check_number("price_per_hour", max_price_per_hour, label="--max-price-per-hour")
     return [
         i for i in catalogue
