@@ -23,13 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from planner.errors import PlannerError
-from planner.matrix.budget import Plan, plan
+from planner.matrix.budget import DEFAULT_BUDGET_S, DEFAULT_TIMEOUT_S, Plan, plan
 from planner.matrix.spec import Matrix, MatrixRow, RunRecord, Status, load_matrix, probe_flags, row_config
 from planner.matrix.summary import Summary, markdown_table, summarize
 
-DEFAULT_TIMEOUT_S = 240.0
-DEFAULT_BUDGET_S = 420.0
-"""Well under the 8 minutes issue 10 allows on one H200 (start-up of the machine not included)."""
 STDERR_TAIL_CHARS = 2000
 
 Launcher = Callable[[list[str]], list[str]]

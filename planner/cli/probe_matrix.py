@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from planner.cli.output import emit_json
-from planner.matrix.budget import plan
+from planner.matrix.budget import DEFAULT_BUDGET_S, DEFAULT_TIMEOUT_S, plan
 from planner.matrix.spec import load_matrix
 
 MATRIX_KEYS = ("matrix", "out", "timeout_per_run", "budget_s", "dry_run")
@@ -22,8 +22,6 @@ MATRIX_KEYS = ("matrix", "out", "timeout_per_run", "budget_s", "dry_run")
 
 def matrix_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """``--matrix``, ``--out``, ``--timeout-per-run``, ``--budget-s``, ``--dry-run``."""
-    from probes.matrix import DEFAULT_BUDGET_S, DEFAULT_TIMEOUT_S  # no torch: the runner only spawns
-
     for option in reversed([
         click.option("--matrix", "matrix", type=click.Path(dir_okay=False), default=None,
                      help="Run every row of this matrix JSON, each in a fresh process."),

@@ -19,6 +19,10 @@ WARMUP_STEPS = 1
 SEARCH_STEPS = 2
 """Steps per try of ``--find-max-batch`` (``probes.run.run_gpu_probe``)."""
 MAX_SEARCH_BATCH = 1024
+DEFAULT_BUDGET_S = 420.0
+"""Well under the 8 minutes issue 10 allows on one H200 (the machine's own start-up not included)."""
+DEFAULT_TIMEOUT_S = 240.0
+"""Per-row process limit (the largest planned row, Llama-3-8B --find-max-batch, is ~85 s)."""
 
 
 class PlannedRow(Frozen):
