@@ -77,6 +77,10 @@ def run_row(matrix: Matrix, row: MatrixRow, out: Path, *, trace: bool, timeout_s
         os.killpg(proc.pid, signal.SIGKILL)
         _, err = proc.communicate()
         returncode, timed_out = None, True
+    finally:  # the runner itself stopped (Ctrl-C, SIGTERM): never leave the child's session running
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     seconds = time.monotonic() - start
     result = None
     if save.is_file():
@@ -139,8 +143,13 @@ def plan_text(the_plan: Plan) -> str:
     return "\n".join(lines)
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through run_row's finally, which kills the child
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         if args[:1] == ["calibrate"]:
             from planner.matrix.derive import write_proposal
