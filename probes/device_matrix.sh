@@ -12,12 +12,15 @@
 # carried at constraints.txt's pins so the measured stack is the modelled one; torch stays the image's.)
 #
 # Run there (device tool): command "bash probes/device_matrix.sh", carry [".whl"], timeout_s 480.
-# BUDGET_S (default 420) bounds the planned GPU seconds; rows are dropped lowest priority first.
-# For a rerun in the same lease use e.g. BUDGET_S=200. Results come back as $OUT/matrix-h200.tgz
+# BUDGET_S (default 360) bounds the planned GPU seconds (rows are dropped lowest priority first);
+# MATRIX_LIMIT_S (default 420) kills the runner if the plan was optimistic, so the results are still
+# packed before the 480 s device limit. That leaves ~5 minutes of the 15 for the machine's start and one
+# rerun (e.g. BUDGET_S=150 MATRIX_LIMIT_S=200, timeout_s 260). Results come back as $OUT/matrix-h200.tgz
 # (runs/*.json, probe/*.json, plan.json, summary.*) plus summary.md, summary.json and log.txt.
 set -uo pipefail
 OUT=${OUT:-/tmp/matrix-out}
-BUDGET_S=${BUDGET_S:-420}
+BUDGET_S=${BUDGET_S:-360}
+MATRIX_LIMIT_S=${MATRIX_LIMIT_S:-420}
 TIMEOUT_PER_RUN=${TIMEOUT_PER_RUN:-150}
 WORK=/tmp/matrix-h200
 mkdir -p "$OUT" "$WORK"
@@ -30,7 +33,7 @@ export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
   python3 -m probes.matrix profiles/measurements/matrix-h200.json --dry-run --budget-s "$BUDGET_S"
   start=$(date +%s)
   # the whole matrix is bounded too: the runner kills its current child on SIGTERM, records stay written
-  timeout --signal=TERM $((BUDGET_S * 3 / 2 + 30)) python3 -m probes.matrix profiles/measurements/matrix-h200.json \
+  timeout --signal=TERM "$MATRIX_LIMIT_S" python3 -m probes.matrix profiles/measurements/matrix-h200.json \
     --out "$WORK" --budget-s "$BUDGET_S" --timeout-per-run "$TIMEOUT_PER_RUN"
   echo "matrix rc=$? wall=$(( $(date +%s) - start )) s"
 } 2>&1 | tee "$OUT/log.txt"
