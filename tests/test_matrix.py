@@ -249,3 +249,21 @@ def test_trace_matrix_end_to_end(tiny: str, tmp_path: Path) -> None:
     assert qlora["estimate"]["train"]["method"] == "qlora"
     assert json.loads((out / "configs" / "tiny-qlora-1l.json").read_text())["num_hidden_layers"] == 1
     assert "tiny on H200 (trace)" in res.output and (out / "summary.md").is_file()
+
+
+# --------------------------------------------------------------------------- 80 columns
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_matrix_tables_fit_80_columns(tiny: str, width: int) -> None:
+    from planner.cli.render.matrix import render_plan, render_summary
+    from tests.test_render_width import _assert_unwrapped, _Recorder
+
+    console = _Recorder(width)
+    render_plan(plan(load_matrix(H200_MATRIX), DEFAULT_BUDGET_S), console)
+    recs = [_gpu_record(tiny, 0, 0.5, 0.05), _gpu_record(tiny, 1, 0.5, 0.05, status="timeout")]
+    recs = [r.model_copy(update={"row": r.row.model_copy(update={"id": "l8b-qlora-s512-mb4-padamw8"})}) for r in recs]
+    render_summary(summarize(recs), console)
+    assert len(console.tables) == 2
+    for table in console.tables:
+        _assert_unwrapped(table, width)
