@@ -224,7 +224,7 @@ def test_throughput_rows_match_the_published_runs_format(tiny: str) -> None:
 
 def test_markdown_table_has_median_and_worst(tiny: str) -> None:
     text = markdown_table(summarize([_gpu_record(tiny, 0, 0.5, 0.05)]))
-    assert "median |err| %" in text and "worst |err| %" in text
+    assert "| median abs err % |" in text and "| worst abs err % |" in text
 
 
 # --------------------------------------------------------------------------- end to end (trace)

@@ -120,7 +120,7 @@ def markdown_table(summary: Summary) -> str:
         cells += [f(r.tokens_per_s, ".0f"), f(r.seconds, ".0f")]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "| | allocated | reserved | device |", "|---|---|---|---|"]
-    for label, d in (("median |err| %", summary.median_abs_error_pct), ("worst |err| %", summary.worst_abs_error_pct)):
+    for label, d in (("median abs err %", summary.median_abs_error_pct), ("worst abs err %", summary.worst_abs_error_pct)):
         lines.append(f"| {label} | " + " | ".join(f(d[k], ".1f") for k in TOLERANCE_PCT) + " |")
     lines.append(f"\nTotal wall time of the runs: {summary.total_seconds:.0f} s")
     return "\n".join(lines) + "\n"
