@@ -24,7 +24,7 @@ from typing import Any
 # optional CPU inference kernel is missing; probes never run bitsandbytes kernels on the CPU.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
-_SUBMODULES = ("build", "cuda_emulation", "detect", "gpu", "memtrack", "nf4", "optim", "results", "run", "search",
+_SUBMODULES = ("build", "cuda_emulation", "detect", "gpu", "matrix", "memtrack", "nf4", "optim", "results", "run", "search",
                "trace")
 
 

@@ -43,6 +43,7 @@ class Environment(Frozen):
     peft: str | None = None
     bitsandbytes: str | None = None
     accelerate: str | None = None
+    trl: str | None = None
     python: str | None = None
     command: list[str] = []
     """The exact argv of the probe."""

@@ -58,7 +58,7 @@ def environment(argv: list[str], gpu: str | None = None, driver: str | None = No
     return Environment(
         gpu=gpu, driver=driver, cuda=cuda,
         torch=_version("torch"), transformers=_version("transformers"), peft=_version("peft"),
-        bitsandbytes=_version("bitsandbytes"), accelerate=_version("accelerate"),
+        bitsandbytes=_version("bitsandbytes"), accelerate=_version("accelerate"), trl=_version("trl"),
         python=platform.python_version(), command=list(argv),
     )
 

@@ -16,6 +16,7 @@ from planner.calibration import cache_calibration
 from planner.catalog import load_model
 from planner.cli.options import model_options, train_spec
 from planner.cli.output import check_writable, emit_json, save_json
+from planner.cli.probe_matrix import MATRIX_KEYS, matrix_options, run_matrix_command
 from planner.errors import PlannerError
 
 INTERRUPTED_EXIT = 130
@@ -46,6 +47,7 @@ def _probe_stack() -> ModuleType:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--trace", is_flag=True, help="No GPU: run the step on CPU fake tensors and count live bytes.")
 @click.option("--detect", is_flag=True, help="List the visible GPUs and exit.")
+@matrix_options
 def probe(model: str | None, gpu: str | None, steps: int, find_max_batch: bool, save: str | None, as_json: bool,
           trace: bool, detect: bool, **options: Any) -> None:
     """Measure MODEL's fine-tuning memory on this GPU (random weights), or trace it on CPU (--trace).
@@ -53,6 +55,10 @@ def probe(model: str | None, gpu: str | None, steps: int, find_max_batch: bool, 
     Runs on the first visible GPU (select one with CUDA_VISIBLE_DEVICES); the estimate it is
     compared with uses --gpu, else the shipped profile matching the detected device.
     """
+    matrix = {k: options.pop(k) for k in MATRIX_KEYS}
+    if matrix["matrix"]:
+        run_matrix_command(matrix, trace=trace, as_json=as_json)
+        return
     run = _probe_stack()
     if detect:
         _detect(as_json)

@@ -69,6 +69,18 @@ def _probe_detect() -> type[BaseModel]:
     return DetectOutput
 
 
+def _probe_matrix() -> type[BaseModel]:
+    from planner.matrix.summary import Summary
+
+    return Summary
+
+
+def _probe_matrix_plan() -> type[BaseModel]:
+    from planner.matrix.budget import Plan
+
+    return Plan
+
+
 COMMANDS: dict[str, tuple[str, Callable[[], type[BaseModel]]]] = {
     "estimate": ("loraplan estimate --json (with an explain object under --explain)", _estimate),
     "recommend": ("loraplan recommend --json", _recommend),
@@ -76,6 +88,8 @@ COMMANDS: dict[str, tuple[str, Callable[[], type[BaseModel]]]] = {
     "sweep": ("loraplan sweep --json", _sweep),
     "probe": ("loraplan probe --json and probe --save files", _probe),
     "probe-detect": ("loraplan probe --detect --json", _probe_detect),
+    "probe-matrix": ("loraplan probe --matrix FILE --out DIR --json and DIR/summary.json", _probe_matrix),
+    "probe-matrix-plan": ("loraplan probe --matrix FILE --dry-run --json", _probe_matrix_plan),
 }
 """Schema name -> (the output it describes, the pydantic model that produces it)."""
 
