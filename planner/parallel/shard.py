@@ -108,7 +108,6 @@ def shard(ledger: Ledger, parallel: ParallelSpec, ctx: Context) -> Sharded:
     s, n = parallel.strategy, float(parallel.world_size)
     offload = parallel.offload
     steps = (Phase.OPTIMIZER,)
-    compute = tuple(p for p in ledger.phases if p is not Phase.OPTIMIZER)
     zero_fp32 = s.is_zero and ctx.d.trainable < FP32_BYTES
     out: list[Term] = []
     host = 0.0
@@ -140,7 +139,6 @@ def shard(ledger: Ledger, parallel: ParallelSpec, ctx: Context) -> Sharded:
     extra, extra_host = _engine_terms(ledger, parallel, ctx, zero_fp32)
     out.extend(t for t in extra if t.bytes_by_phase)
     host += extra_host
-    del compute
     return Sharded(Ledger(tuple(out), ledger.phases), host, warnings)
 
 

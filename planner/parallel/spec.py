@@ -1,23 +1,18 @@
 """``ParallelSpec``: the data-parallel / sharding engine a plan runs under.
 
 The engines are the ones users already launch (torch DDP, torch FSDP / FSDP2, DeepSpeed ZeRO through
-accelerate or torchrun); :func:`planner.parallel.shard.per_gpu` turns the single-process ledger into what
+accelerate or torchrun); :func:`planner.parallel.shard.shard` turns the single-process ledger into what
 one rank holds under each.
 """
 
 from __future__ import annotations
 
 from enum import Enum
-from typing import TYPE_CHECKING
-
 from pydantic import Field, model_validator
 
 from planner.errors import PlannerError
 from planner.specs import Frozen
 
-if TYPE_CHECKING:
-    from planner.memory.context import Context
-    from planner.memory.ledger import Ledger
 
 
 class Strategy(str, Enum):
@@ -118,13 +113,3 @@ class ParallelSpec(Frozen):
             raise PlannerError(f"--offload params needs ZeRO stage 3 (offload_param), not {s.value}: "
                                "use --parallel zero3 or --offload optimizer")
         return self
-
-
-def per_gpu(ledger: Ledger, parallel: ParallelSpec, ctx: Context | None = None) -> Ledger:
-    """The ledger one rank holds under ``parallel`` (``none``: the whole ledger)."""
-    if not parallel.multi:
-        return ledger
-    from planner.parallel.shard import shard_ledger
-
-    assert ctx is not None, "a multi-GPU ledger needs the memory context"
-    return shard_ledger(ledger, parallel, ctx)
