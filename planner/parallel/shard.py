@@ -123,7 +123,13 @@ def shard(ledger: Ledger, parallel: ParallelSpec, ctx: Context) -> Sharded:
             out.append(shard_t)
         elif t.name in GRAD_TERMS and s.shards_gradients:
             shard_t = _scale(t, 1.0 / n, name=f"{t.name} (shard)")
-            if offload is Offload.PARAMS and s.is_fsdp:
+            # FSDP cpu_offload keeps gradient shards on the CPU. ZeRO-2 offload accumulates each reduced
+            # gradient straight into the fp32 host partition (stage_1_and_2.py async_accumulate_grad_in_cpu_via_gpu,
+            # counted as "fp32 gradient partition"); ZeRO-3's 16-bit partition (stage3.py
+            # grad_partitions_flat_buffer) is pinned host memory under offload_optimizer.
+            if offload is not Offload.NONE and s is Strategy.ZERO2:
+                continue
+            if offload is Offload.PARAMS and s.is_fsdp or offload is not Offload.NONE and s is Strategy.ZERO3:
                 host += shard_t.size_bytes
                 continue
             out.append(shard_t)
