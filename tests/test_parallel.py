@@ -158,7 +158,7 @@ def test_cli_zero3_on_one_gpu_warns() -> None:
     ("--gpus", "2", "--parallel", "ddp", "--offload", "params"),
     ("--gpus", "2", "--method", "qlora", "--quant-storage", "uint8"),
     ("--gpus", "2", "--quant-storage", "bf16"),
-    ("--gpu", "h100", "--gpus", "16"),
+    ("--gpu", "h100", "--gpus", "9"),
     ("--gpus", "2", "--parallel", "zero9"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(args: tuple[str, ...]) -> None:

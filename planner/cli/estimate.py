@@ -28,8 +28,9 @@ def estimate(model: str, gpu: str | None, calibrate: str | None, as_json: bool, 
     parallel = options.pop("parallel")
     train = train_spec(**options)
     check_needs_gpu(check, gpu)
-    est = estimate_with_advice(model, train, gpu, calibrate, parallel=parallel if parallel.multi else None)
-    explanation = explanation_for(model, train, gpu, calibrate, est) if explain else None
+    parallel = parallel if parallel.multi else None
+    est = estimate_with_advice(model, train, gpu, calibrate, parallel=parallel)
+    explanation = explanation_for(model, train, gpu, calibrate, est, parallel) if explain else None
     if as_json:
         emit_json(estimate_json(est, explanation))
     else:

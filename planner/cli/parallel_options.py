@@ -34,25 +34,25 @@ def _positive(ctx: click.Context, param: click.Parameter, value: float | None) -
     return value
 
 
-def max_gpus_per_node(gpu: str | None) -> int:
-    """The most GPUs of ``gpu``'s kind (any kind when None) one catalogued instance has (``profiles/instances.json``)."""
-    from planner.catalog import load_gpu
+def max_gpus_per_node() -> int:
+    """The most GPUs one catalogued instance has (``profiles/instances.json``): the largest node we plan for.
+
+    Not per GPU kind: workstations hold several consumer cards that no cloud instance offers.
+    """
     from planner.recommender.catalogue import load_instances
 
-    name = load_gpu(gpu).name if gpu else None
-    counts = [i.gpus for i in load_instances() if name is None or i.gpu == name]
-    return max(counts or [i.gpus for i in load_instances()])
+    return max(i.gpus for i in load_instances())
 
 
 def build_parallel(gpus: int, nodes: int, strategy: str | None, offload: str, quant_storage: str | None,
-                   host_ram: float | None, gpu: str | None = None) -> ParallelSpec:
+                   host_ram: float | None) -> ParallelSpec:
     """The :class:`ParallelSpec` the options describe (``--parallel`` default: none on one GPU, else fsdp)."""
     world = gpus * nodes
     chosen = Strategy(strategy) if strategy else (Strategy.NONE if world == 1 else Strategy.FSDP)
-    limit = max_gpus_per_node(gpu)
+    limit = max_gpus_per_node()
     if gpus > limit:
-        what = f"a {gpu} node" if gpu else "any catalogued node"
-        raise PlannerError(f"--gpus {gpus} is more than {what} has ({limit} per node): use --nodes for more")
+        raise PlannerError(f"--gpus {gpus} is more than any catalogued node has ({limit} per node): "
+                           "use --nodes for more")
     return ParallelSpec(strategy=chosen, gpus=gpus, nodes=nodes, offload=Offload(offload),
                         quant_storage=QuantStorage(quant_storage) if quant_storage else None, host_ram_gib=host_ram)
 
@@ -63,7 +63,7 @@ def parallel_options(f: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         values = [kwargs.pop(n) for n in NAMES]
-        kwargs["parallel"] = build_parallel(*values, gpu=kwargs.get("gpu"))
+        kwargs["parallel"] = build_parallel(*values)
         return f(*args, **kwargs)
 
     options = [

@@ -57,7 +57,7 @@ def render_estimate(est: Estimate, console: Console | None = None) -> None:
     where = " per GPU" if est.parallel is not None else ""
     console.print(
         f"peak{where} ({est.peak_phase}): [bold]{peak.allocated:.2f}[/] GiB allocated, {peak.reserved:.2f} reserved, "
-        f"[bold]{peak.device:.2f}[/] on the device"
+        f"[bold]{peak.device:.2f}[/] on {'' if where else 'the '}device"
     )
     for warning in est.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}")
