@@ -105,6 +105,9 @@ def test_qlora_under_fsdp_bf16_storage_has_the_same_weight_bytes() -> None:
     default = _terms(_run(Strategy.FSDP, 2, q))
     bf16 = _terms(_run(Strategy.FSDP, 2, q, quant_storage=QuantStorage.BF16))
     assert default["base weights (shard)"] == bf16["base weights (shard)"]
+    assert any("bnb_4bit_quant_storage" in w for w in _run(Strategy.FSDP, 2, q).warnings)
+    assert not any("bnb_4bit_quant_storage" in w
+                   for w in _run(Strategy.FSDP, 2, q, quant_storage=QuantStorage.BF16).warnings)
     with pytest.raises(PlannerError, match="uint8"):
         _run(Strategy.FSDP, 2, q, quant_storage=QuantStorage.UINT8)
 

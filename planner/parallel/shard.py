@@ -94,6 +94,9 @@ def check_combination(parallel: ParallelSpec, ctx: Context) -> tuple[str, ...]:
     if ctx.qlora and s.is_fsdp and parallel.quant_storage is QuantStorage.UINT8:
         raise PlannerError("FSDP cannot shard uint8 4-bit storage next to float params (torch "
                            "fsdp/_flat_param.py: uniform dtype per unit): use --quant-storage bf16")
+    if ctx.qlora and (s.is_fsdp or s is Strategy.ZERO3) and parallel.quant_storage is None:
+        warnings.append("QLoRA under sharding: set BitsAndBytesConfig(bnb_4bit_quant_storage=torch.bfloat16) "
+                        "(--quant-storage bf16); bitsandbytes' uint8 default cannot be sharded next to float params")
     if ctx.qlora and s is Strategy.ZERO3 and parallel.quant_storage is QuantStorage.UINT8:
         warnings.append("QLoRA under ZeRO-3 needs bnb_4bit_quant_storage in the float dtype (PEFT's DeepSpeed "
                         "guide); uint8 storage is not partitioned")
