@@ -88,6 +88,17 @@ class GpuRef(Frozen):
     """Fraction of the usable memory kept free."""
 
 
+class ParallelRef(Frozen):
+    """Where a multi-GPU estimate runs (``estimate --json`` ``parallel``)."""
+
+    strategy: str
+    gpus: int
+    """GPUs per node."""
+    nodes: int
+    world_size: int
+    offload: str
+
+
 class Estimate(Frozen):
     """Result of :func:`planner.estimate`. Field names are the ``--json`` contract."""
 
@@ -109,6 +120,10 @@ class Estimate(Frozen):
     warnings: tuple[str, ...] = ()
     stack: StackRef | None = None
     """The training stack the estimate assumed."""
+    parallel: ParallelRef | None = None
+    """Multi-GPU plans only: strategy, GPUs per node, nodes, world size, offload (``peak_gib`` is per GPU)."""
+    host_gib: float | None = None
+    """Multi-GPU plans only: host RAM per node the offloaded state needs (GiB)."""
     _ledger: Any = PrivateAttr(default=None)
     """The :class:`planner.memory.ledger.Ledger` behind the numbers (set by the estimator)."""
 
@@ -131,7 +146,10 @@ class Estimate(Frozen):
         data = self.model_dump(mode="json")
         data["memory_gib"] = {k: round(v, 4) for k, v in data["memory_gib"].items()}
         data["peak_gib"] = {k: round(v, 4) for k, v in data["peak_gib"].items()}
-        for key in ("headroom_gib", "host_spillable_gib"):
+        for key in ("parallel", "host_gib"):
+            if data.get(key) is None:
+                data.pop(key, None)  # single-GPU output stays as it was
+        for key in ("headroom_gib", "host_spillable_gib", "host_gib"):
             if data.get(key) is not None:
                 data[key] = round(data[key], 4)
         for term in data.get("terms") or ():

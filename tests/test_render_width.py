@@ -67,6 +67,10 @@ def _estimates(console: Console) -> None:
     render_estimate(estimate_with_advice("llama-3-8b", TrainSpec(), "4090"), console)
     render_estimate(estimate_with_advice("llama-3-70b", TrainSpec(method=Method.FULL), "4090"), console)
     render_estimate(estimate_with_advice("mixtral-8x7b", TrainSpec(method=Method.QLORA)), console)
+    from planner.parallel.spec import Offload, ParallelSpec, Strategy
+
+    zero3 = ParallelSpec(strategy=Strategy.ZERO3, gpus=8, nodes=2, offload=Offload.OPTIMIZER)
+    render_estimate(estimate_with_advice("llama-3-70b", TrainSpec(method=Method.FULL), "h100", parallel=zero3), console)
 
 
 def _explain(console: Console) -> None:

@@ -14,6 +14,7 @@ import click
 
 if TYPE_CHECKING:
     from planner.explain import Explanation
+    from planner.parallel.spec import ParallelSpec
     from planner.results import Estimate
     from planner.specs import TrainSpec
 
@@ -36,12 +37,15 @@ def check_needs_gpu(check: bool, gpu: str | None) -> None:
         raise click.UsageError("--check needs --gpu (the GPU whose fit decides the exit code)")
 
 
-def explanation_for(model: str, train: TrainSpec, gpu: str | None, calibrate: str | None, est: Estimate) -> Explanation:
-    """The ``--explain`` table for the configuration ``est`` was computed for."""
+def explanation_for(model: str, train: TrainSpec, gpu: str | None, calibrate: str | None, est: Estimate,
+                    parallel: ParallelSpec | None = None) -> Explanation:
+    """The ``--explain`` table for the configuration ``est`` was computed for (on ``parallel``'s GPUs)."""
+    from dataclasses import replace
+
     from planner.estimator.api import resolve
     from planner.explain import explain
 
-    return explain(resolve(model, gpu, calibrate), train, est)
+    return explain(replace(resolve(model, gpu, calibrate), parallel=parallel), train, est)
 
 
 def estimate_json(est: Estimate, explanation: Explanation | None) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from planner.calibration import Calibration, cached_calibration, calibration_mat
 from planner.catalog import load_gpu, load_model
 from planner.estimator.core import estimate
 from planner.estimator.fits import DEFAULT_HEADROOM
+from planner.parallel.spec import ParallelSpec
 from planner.results import Estimate
 from planner.specs import GpuProfile, ModelProfile, TrainSpec
 
@@ -25,10 +26,12 @@ class Resolved:
     """Fraction of usable GPU memory kept free by the fit rule."""
     warnings: tuple[str, ...] = ()
     """Added to every estimate (e.g. a calibration from another GPU, not applied)."""
+    parallel: ParallelSpec | None = None
+    """Where the step runs (None: one GPU)."""
 
     def run(self, train: TrainSpec) -> Estimate:
         """Estimate ``train`` for this model, GPU, calibration and fit rule."""
-        est = estimate(self.model, train, self.gpu, self.calibration, headroom=self.headroom)
+        est = estimate(self.model, train, self.gpu, self.calibration, parallel=self.parallel, headroom=self.headroom)
         return est.model_copy(update={"warnings": self.warnings + est.warnings}) if self.warnings else est
 
 
@@ -54,10 +57,15 @@ def estimate_with_advice(
     gpu: str | None = None,
     calibrate: str | Path | None = None,
     headroom: float = DEFAULT_HEADROOM,
+    parallel: ParallelSpec | None = None,
 ) -> Estimate:
     """Estimate, using a probe calibration when given (or cached for the GPU), and attach advice when it does
     not fit; fit and advice use the same rule (:mod:`planner.estimator.fits`)."""
     inputs = resolve(model, gpu, calibrate, headroom)
+    if parallel is not None:
+        from dataclasses import replace
+
+        inputs = replace(inputs, parallel=parallel)
     est = inputs.run(train)
     if est.fits is False and inputs.gpu is not None:
         advice = advise(inputs.model, train, inputs.gpu, lambda m, t, g: inputs.run(t))

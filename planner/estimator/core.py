@@ -17,8 +17,8 @@ from planner.memory.context import build_context
 from planner.memory.ledger import DEVICE_POOLS, RESERVED_POOLS
 from planner.memory.step import step_ledger
 from planner.model.params import param_counts
-from planner.parallel.spec import ParallelSpec, per_gpu
-from planner.results import Estimate, GpuRef, MemoryGiB, PeakGiB
+from planner.parallel.spec import ParallelSpec
+from planner.results import Estimate, GpuRef, MemoryGiB, ParallelRef, PeakGiB
 from planner.specs import GIB, GpuProfile, Method, ModelProfile, TrainSpec
 from planner.stack.stack import Stack
 
@@ -71,7 +71,21 @@ def estimate(
     ctx = build_context(profile.config, train, stack)
     if train.method is not Method.FULL and ctx.dropout != train.lora_dropout:
         train = train.model_copy(update={"lora_dropout": ctx.dropout})
-    ledger = per_gpu(runtime_terms(step_ledger(ctx), gpu_profile, calibration), parallel or ParallelSpec())
+    parallel = parallel or ParallelSpec()
+    ledger = runtime_terms(step_ledger(ctx), gpu_profile, calibration)
+    parallel_ref = host_gib = None
+    parallel_warnings: tuple[str, ...] = ()
+    if parallel.multi:
+        from planner.parallel.shard import shard
+
+        sharded = shard(ledger, parallel, ctx)
+        ledger, parallel_warnings = sharded.ledger, sharded.warnings
+        host_gib = sharded.host_bytes * parallel.gpus / GIB
+        parallel_ref = ParallelRef(strategy=parallel.strategy.value, gpus=parallel.gpus, nodes=parallel.nodes,
+                                   world_size=parallel.world_size, offload=parallel.offload.value)
+        if parallel.host_ram_gib is not None and host_gib > parallel.host_ram_gib:
+            parallel_warnings += (f"offload needs {host_gib:.1f} GiB of host RAM per node, more than "
+                                  f"--host-ram {parallel.host_ram_gib:g}",)
     ledger = ledger.plus(allocator_reserve_term(ctx, ledger, calibration))
     # Each counter peaks in its own sub-phase: the allocator's cached blocks differ by phase, so the
     # reserved (and device) peak need not be where the most memory is allocated.
@@ -91,7 +105,9 @@ def estimate(
         model=profile.name, method=train.method, train=train, params=param_counts(profile.config, train),
         memory_gib=MemoryGiB(**{c: b / GIB for c, b in ledger.components().items()}),
         peak_gib=peak, peak_phase=phase.group, host_spillable_gib=paged / GIB, gpu=gpu_ref, fits=fits,
-        headroom_gib=spare, advice=None, warnings=profile.warnings + estimate_warnings(ctx, paged, gpu_profile), stack=ctx.stack.ref(),
+        headroom_gib=spare, advice=None,
+        warnings=profile.warnings + estimate_warnings(ctx, paged, gpu_profile) + parallel_warnings, stack=ctx.stack.ref(),
+        parallel=parallel_ref, host_gib=host_gib,
     )
     est._ledger = ledger
     return est

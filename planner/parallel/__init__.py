@@ -1,1 +1,1 @@
-"""Multi-GPU seam: how a parallel strategy divides the per-GPU memory ledger (only ``none`` so far)."""
+"""Multi-GPU plans: :mod:`planner.parallel.spec` (strategy, GPUs, offload) and :mod:`planner.parallel.shard` (the per-GPU ledger)."""

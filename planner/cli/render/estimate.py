@@ -39,16 +39,25 @@ def render_estimate(est: Estimate, console: Console | None = None) -> None:
     head, rest = _train_lines(est)
     console.print(f"[bold]{escape(est.model)}[/]: {escape(head)}", highlight=False)
     console.print(escape(rest), highlight=False)
+    if est.parallel is not None:
+        from planner.cli.render.parallel import parallel_header
+
+        console.print(escape(parallel_header(est)), highlight=False)
     table = compact_table(("component", "left"), ("GiB", "right"), ("what", "left"))
     table.columns[-1].style = "dim"
     for name, value in est.memory_gib.model_dump().items():
         table.add_row(name, f"{value:.2f}", _NOTES[name])
     console.print(table)
+    if est.parallel is not None:
+        from planner.cli.render.parallel import render_sharding
+
+        render_sharding(est, console)
     console.print(f"params: {params.total:,} total, {params.trainable:,} trainable ({pct:.3f}%)")
     peak = est.peak_gib
+    where = " per GPU" if est.parallel is not None else ""
     console.print(
-        f"peak ({est.peak_phase}): [bold]{peak.allocated:.2f}[/] GiB allocated, {peak.reserved:.2f} reserved, "
-        f"[bold]{peak.device:.2f}[/] on the device"
+        f"peak{where} ({est.peak_phase}): [bold]{peak.allocated:.2f}[/] GiB allocated, {peak.reserved:.2f} reserved, "
+        f"[bold]{peak.device:.2f}[/] on {'' if where else 'the '}device"
     )
     for warning in est.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}")
