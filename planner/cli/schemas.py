@@ -22,6 +22,7 @@ DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
 def _estimate() -> type[BaseModel]:
+    from planner.dataset.report import DatasetReport
     from planner.explain import Explanation
     from planner.results import Estimate
 
@@ -29,6 +30,7 @@ def _estimate() -> type[BaseModel]:
         """``loraplan estimate --json``; ``explain`` only with ``--explain``."""
 
         explain: Explanation | None = None
+        dataset: DatasetReport | None = None
 
     return EstimateOutput
 
