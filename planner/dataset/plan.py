@@ -22,7 +22,7 @@ def dataset_report(analysis: Analysis, train: TrainSpec, packing: bool, model: M
         from planner.time.api import tokens_per_second
 
         tps = tokens_per_second(model, sized_train(train, batch.batch_seq_len), gpu)
-        hours = round(batch.tokens_processed / tps / 3600.0, 4) if tps > 0 else None
+        hours = float(f"{batch.tokens_processed / tps / 3600.0:.4g}") if tps > 0 else None
         tps = round(tps, 1)
     return DatasetReport(
         path=analysis.path, format=analysis.format, field=analysis.field, examples=len(analysis.counts),

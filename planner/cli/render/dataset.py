@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.console import Console
 from rich.markup import escape
 
 from planner.cli.render.console import make_console
@@ -12,9 +13,9 @@ _BAR = 30
 """Width of the longest histogram bar, in characters."""
 
 
-def render_dataset(report: DatasetReport) -> None:
+def render_dataset(report: DatasetReport, console: Console | None = None) -> None:
     """Print the dataset's lengths, histogram, truncation, padding and epoch time."""
-    console = make_console()
+    console = console or make_console()
     name = report.tokenizer if report.tokenizer == "bytes-estimate" else "tokenizer.json"
     console.print(f"dataset {escape(report.path)} ({report.format}, field {escape(report.field)})")
     console.print(f"{report.examples:,} examples, {report.tokens_total:,} tokens ({name})")
