@@ -59,6 +59,12 @@ def _probe() -> type[BaseModel]:
     return ProbeResult
 
 
+def _watch() -> type[BaseModel]:
+    from probes.watch_results import WatchResult  # pydantic only: no NVML
+
+    return WatchResult
+
+
 def _probe_detect() -> type[BaseModel]:
     from probes.results import GpuInfo
 
@@ -78,6 +84,7 @@ COMMANDS: dict[str, tuple[str, Callable[[], type[BaseModel]]]] = {
     "sweep": ("loraplan sweep --json", _sweep),
     "probe": ("loraplan probe --json and probe --save files", _probe),
     "probe-detect": ("loraplan probe --detect --json", _probe_detect),
+    "watch": ("loraplan watch --json OUT", _watch),
 }
 """Schema name -> (the output it describes, the pydantic model that produces it)."""
 
