@@ -125,7 +125,7 @@ def test_padding_vs_packing() -> None:
     assert pad.tokens_processed == 2 * 30 + 2 * 100 and pad.batch_seq_len == 100
     assert pad.padding_waste_pct == pytest.approx(100 * (1 - 190 / 260), abs=0.01)
     packed = batching(counts, seq_len=100, micro_batch=2, packing=True)
-    assert packed.tokens_trained == 290 and packed.micro_batches == 2 and packed.tokens_processed == 400
+    assert packed.tokens_trained == 290 and packed.micro_batches == 2 and packed.tokens_processed == 300
     short = batching([10, 20], seq_len=100, micro_batch=2, packing=False)
     assert short.batch_seq_len == 20  # memory sized for the longest batch, not --seq-len
 
@@ -202,3 +202,15 @@ if __name__ == "__main__":
         tokens, read_s, total_s = counting_speed(Path(tmp), Path(tmp) / "tokenizer.json", 100_000)
         print(f"100,000 examples, {tokens:,} tokens: read {read_s:.2f} s, read+count {total_s:.2f} s = "
               f"{100_000 / total_s:,.0f} examples/s, {tokens / total_s:,.0f} tokens/s")
+
+
+def test_recommend_with_a_dataset(tokenizer_dir: Path) -> None:
+    res = run("recommend", "gpt2", "--gpu", "4090", "--json", "--dataset", str(DATA / "text.jsonl"),
+              "--tokenizer", str(tokenizer_dir))
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert data["dataset"]["tokens"] == sum(WORDS_PER_TEXT) + 8  # the request's size: real tokens per epoch
+    assert data["dataset_file"]["examples"] == 4 and data["dataset_file"]["lengths"]["max"] == 23
+    assert data["plans"] and data["dataset_file"]["batching"]["micro_batch"] == data["plans"][0]["micro_batch"]
+    clash = run("recommend", "gpt2", "--gpu", "4090", "--dataset", str(DATA / "text.jsonl"), "--examples", "5")
+    assert clash.exit_code == 2 and "drop --examples" in clash.output

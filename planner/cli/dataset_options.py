@@ -44,6 +44,38 @@ def pop_dataset(options: dict[str, Any]) -> dict[str, Any]:
     return {k: options.pop(k, None) for k in DATASET_KEYS}
 
 
+def _check_stray(values: dict[str, Any]) -> None:
+    stray = [f"--{k.replace('_', '-')}" for k in ("dataset_field", "tokenizer") if values.get(k)]
+    if values.get("packing"):
+        stray.append("--packing")
+    if stray:
+        raise click.UsageError(f"{', '.join(stray)} needs --dataset")
+
+
+def analysis_for(model: str, values: dict[str, Any]) -> Any:
+    """The :class:`planner.dataset.analyze.Analysis` of ``values["dataset"]``, or None without ``--dataset``.
+
+    Raises:
+        click.UsageError: ``--dataset-field``, ``--packing`` or ``--tokenizer`` without ``--dataset``.
+    """
+    if not values.get("dataset"):
+        _check_stray(values)
+        return None
+    from planner.catalog import load_model
+    from planner.dataset.analyze import analyze
+
+    return analyze(values["dataset"], model, load_model(model).hub_id, values.get("dataset_field"),
+                   values.get("tokenizer"))
+
+
+def report_for(analysis: Any, model: str, train: TrainSpec, gpu: str | None, packing: bool) -> DatasetReport:
+    """The dataset report of ``analysis`` for ``train``, timed on ``gpu`` when given."""
+    from planner.catalog import load_gpu, load_model
+    from planner.dataset.plan import dataset_report
+
+    return dataset_report(analysis, train, packing, load_model(model), load_gpu(gpu) if gpu else None)
+
+
 def dataset_for(model: str, train: TrainSpec, gpu: str | None, values: dict[str, Any]
                 ) -> tuple[TrainSpec, DatasetReport | None]:
     """``train`` sized for ``values["dataset"]`` and its report; ``(train, None)`` without ``--dataset``.
@@ -51,20 +83,10 @@ def dataset_for(model: str, train: TrainSpec, gpu: str | None, values: dict[str,
     Raises:
         click.UsageError: ``--dataset-field``, ``--packing`` or ``--tokenizer`` without ``--dataset``.
     """
-    if not values.get("dataset"):
-        stray = [f"--{k.replace('_', '-')}" for k in ("dataset_field", "tokenizer") if values.get(k)]
-        if values.get("packing"):
-            stray.append("--packing")
-        if stray:
-            raise click.UsageError(f"{', '.join(stray)} needs --dataset")
+    analysis = analysis_for(model, values)
+    if analysis is None:
         return train, None
-    from planner.catalog import load_gpu, load_model
-    from planner.dataset.analyze import analyze
-    from planner.dataset.plan import dataset_report, sized_train
+    from planner.dataset.plan import sized_train
 
-    profile = load_model(model)
-    analysis = analyze(values["dataset"], model, profile.hub_id, values.get("dataset_field"),
-                       values.get("tokenizer"))
-    report = dataset_report(analysis, train, bool(values.get("packing")), profile,
-                            load_gpu(gpu) if gpu else None)
+    report = report_for(analysis, model, train, gpu, bool(values.get("packing")))
     return sized_train(train, report.batching.batch_seq_len), report

@@ -36,9 +36,15 @@ def _estimate() -> type[BaseModel]:
 
 
 def _recommend() -> type[BaseModel]:
+    from planner.dataset.report import DatasetReport
     from planner.recommender import Recommendation
 
-    return Recommendation
+    class RecommendOutput(Recommendation):
+        """``loraplan recommend --json``; ``dataset_file`` only with ``--dataset``."""
+
+        dataset_file: DatasetReport | None = None
+
+    return RecommendOutput
 
 
 def _instances() -> type[BaseModel]:

@@ -85,7 +85,7 @@ def batching(counts: list[int], seq_len: int, micro_batch: int, packing: bool) -
         total = sum(counts)
         blocks = math.ceil(total / seq_len)
         steps = math.ceil(blocks / micro_batch)
-        processed = steps * micro_batch * seq_len
+        processed = blocks * seq_len
         return Batching(seq_len=seq_len, micro_batch=micro_batch, packing=True, truncated=truncated,
                         tokens_trained=total, tokens_processed=processed,
                         padding_waste_pct=round(100.0 * (1 - total / processed), 2), micro_batches=steps,
@@ -93,9 +93,9 @@ def batching(counts: list[int], seq_len: int, micro_batch: int, packing: bool) -
     cut = [min(c, seq_len) for c in counts]
     processed, longest = 0, 0
     for start in range(0, len(cut), micro_batch):
-        batch_max = max(cut[start:start + micro_batch])
-        longest = max(longest, batch_max)
-        processed += micro_batch * batch_max  # a short last batch: Trainer keeps it (dataloader_drop_last=False)
+        batch = cut[start:start + micro_batch]  # a short last batch is kept (dataloader_drop_last=False)
+        longest = max(longest, max(batch))
+        processed += len(batch) * max(batch)
     trained = sum(cut)
     return Batching(seq_len=seq_len, micro_batch=micro_batch, packing=False, truncated=truncated,
                     tokens_trained=trained, tokens_processed=processed,
