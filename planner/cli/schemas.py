@@ -54,9 +54,17 @@ def _instances() -> type[BaseModel]:
 
 
 def _sweep() -> type[BaseModel]:
+    from planner.cli.sweep_dataset import SeqLenRow
+    from planner.dataset.report import DatasetReport
     from planner.sweep import SweepResult
 
-    return SweepResult
+    class SweepOutput(SweepResult):
+        """``loraplan sweep --json``; ``dataset`` and ``dataset_by_seq_len`` only with ``--dataset``."""
+
+        dataset: DatasetReport | None = None
+        dataset_by_seq_len: list[SeqLenRow] | None = None
+
+    return SweepOutput
 
 
 def _probe() -> type[BaseModel]:

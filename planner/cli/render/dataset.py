@@ -41,3 +41,14 @@ def render_dataset(report: DatasetReport, console: Console | None = None) -> Non
         console.print(f"time: {report.hours_per_epoch:.3g} h/epoch at {report.tokens_per_s:,.0f} tokens/s")
     for w in report.warnings:
         console.print(f"[yellow]warning:[/] {escape(w)}")
+
+
+def render_seq_len_rows(rows: list, console: Console | None = None) -> None:
+    """``sweep --dataset``: truncation, longest batch, padding and epoch time per swept ``--seq-len``."""
+    console = console or make_console()
+    table = compact_table(("seq-len", "right"), ("truncated", "right"), ("longest batch", "right"),
+                          ("padding %", "right"), ("h/epoch", "right"), title="your dataset per --seq-len")
+    for r in rows:
+        hours = "-" if r.hours_per_epoch is None else f"{r.hours_per_epoch:.3g}"
+        table.add_row(f"{r.seq_len:,}", f"{r.truncated:,}", f"{r.batch_seq_len:,}", f"{r.padding_waste_pct:.1f}", hours)
+    console.print(table)
