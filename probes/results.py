@@ -135,6 +135,17 @@ class GpuDetail(Frozen):
     nvml: bool = False
 
 
+class StepMemory(Frozen):
+    """Peaks of one optimizer step (``MemoryCallback``: the counters are reset after every step)."""
+
+    step: int
+    allocated_gib: float
+    """``torch.cuda.max_memory_allocated`` since the previous step ended."""
+    reserved_gib: float
+    """``torch.cuda.max_memory_reserved`` since the previous step ended."""
+    seconds: float | None = None
+
+
 class MaxBatch(Frozen):
     measured: int
     """Largest micro-batch that ran (0: not even 1 fits)."""
@@ -186,6 +197,8 @@ class ProbeResult(Frozen):
     gpus: list[GpuInfo] = []
     """Visible GPUs at the start of a GPU probe (the probe runs on the first)."""
     interrupted: bool = False
+    step_memory: list[StepMemory] = []
+    """Per-step peaks (``probes.callbacks.MemoryCallback``)."""
 
 
 def error_pct(estimate_gib: float | None, measured_gib: float | None) -> float | None:

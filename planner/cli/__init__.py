@@ -17,6 +17,7 @@ from planner.cli.estimate import estimate
 from planner.cli.probe import probe
 from planner.cli.recommend import instances, recommend
 from planner.cli.sweep import sweep
+from planner.cli.watch import watch
 from planner.errors import PlannerError
 from planner.inputs import describe, one_line
 
@@ -63,6 +64,7 @@ cli.add_command(probe)
 cli.add_command(recommend)
 cli.add_command(instances)
 cli.add_command(sweep)
+cli.add_command(watch)
 
 
 def main() -> None:

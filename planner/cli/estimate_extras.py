@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
+    from planner.dataset.report import DatasetReport
     from planner.explain import Explanation
     from planner.parallel.spec import ParallelSpec
     from planner.results import Estimate
@@ -48,11 +49,14 @@ def explanation_for(model: str, train: TrainSpec, gpu: str | None, calibrate: st
     return explain(replace(resolve(model, gpu, calibrate), parallel=parallel), train, est)
 
 
-def estimate_json(est: Estimate, explanation: Explanation | None) -> dict[str, Any]:
-    """``estimate --json``, with an ``explain`` object under ``--explain``."""
+def estimate_json(est: Estimate, explanation: Explanation | None,
+                  dataset: DatasetReport | None = None) -> dict[str, Any]:
+    """``estimate --json``, with an ``explain`` object under ``--explain`` and ``dataset`` under ``--dataset``."""
     data = est.to_json()
     if explanation is not None:
         data["explain"] = explanation.to_json()
+    if dataset is not None:
+        data["dataset"] = dataset.model_dump(mode="json")
     return data
 
 

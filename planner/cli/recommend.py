@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from planner import recommender
+from planner.cli.dataset_options import dataset_options, pop_dataset
 from planner.cli.gpu import detect_gpu_profile
 from planner.cli.output import emit_json
 from planner.estimator.fits import DEFAULT_HEADROOM
@@ -75,6 +76,7 @@ def _request(values: dict[str, Any]) -> Any:
 @click.argument("model")
 @click.option("--gpu", default=None, help="GPU profile name or alias; default: the local GPU.")
 @request_options
+@dataset_options
 @click.option("--top", type=int, default=3, show_default=True, help="Plans to show.")
 @click.option("--prices", type=click.Path(dir_okay=False), default=None,
               help="Price file merged over the instance catalogue (for the nothing-fits alternatives).")
@@ -85,14 +87,26 @@ def recommend(model: str, gpu: str | None, prices: str | None, code: bool, as_js
 
     Nothing fitting is an answer, not an error: exit 0 with no plans and a reason.
     """
+    from planner.cli.recommend_dataset import apply_dataset, dataset_file_report
+
+    data_values = pop_dataset(values)
+    analysis = apply_dataset(model, values, data_values)
     result = recommender.recommend(model, gpu if gpu is not None else detect_gpu_profile(), gpu_detected=gpu is None,
                                    request=_request(values), prices=prices)
+    report = dataset_file_report(analysis, model, result, gpu, values, data_values)
     if as_json:
-        emit_json(result.model_dump(mode="json"))
+        data = result.model_dump(mode="json")
+        if report is not None:
+            data["dataset_file"] = report.model_dump(mode="json")
+        emit_json(data)
         return
     from planner.cli.render.recommend import render_recommendation  # rich (and pygments): text output only
 
     render_recommendation(result, show_code=code)
+    if report is not None:
+        from planner.cli.render.dataset import render_dataset
+
+        render_dataset(report)
 
 
 @click.command()

@@ -22,6 +22,7 @@ DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
 def _estimate() -> type[BaseModel]:
+    from planner.dataset.report import DatasetReport
     from planner.explain import Explanation
     from planner.results import Estimate
 
@@ -29,14 +30,21 @@ def _estimate() -> type[BaseModel]:
         """``loraplan estimate --json``; ``explain`` only with ``--explain``."""
 
         explain: Explanation | None = None
+        dataset: DatasetReport | None = None
 
     return EstimateOutput
 
 
 def _recommend() -> type[BaseModel]:
+    from planner.dataset.report import DatasetReport
     from planner.recommender import Recommendation
 
-    return Recommendation
+    class RecommendOutput(Recommendation):
+        """``loraplan recommend --json``; ``dataset_file`` only with ``--dataset``."""
+
+        dataset_file: DatasetReport | None = None
+
+    return RecommendOutput
 
 
 def _instances() -> type[BaseModel]:
@@ -46,15 +54,29 @@ def _instances() -> type[BaseModel]:
 
 
 def _sweep() -> type[BaseModel]:
+    from planner.cli.sweep_dataset import SeqLenRow
+    from planner.dataset.report import DatasetReport
     from planner.sweep import SweepResult
 
-    return SweepResult
+    class SweepOutput(SweepResult):
+        """``loraplan sweep --json``; ``dataset`` and ``dataset_by_seq_len`` only with ``--dataset``."""
+
+        dataset: DatasetReport | None = None
+        dataset_by_seq_len: list[SeqLenRow] | None = None
+
+    return SweepOutput
 
 
 def _probe() -> type[BaseModel]:
     from probes.results import ProbeResult  # pydantic only: no torch
 
     return ProbeResult
+
+
+def _watch() -> type[BaseModel]:
+    from probes.watch_results import WatchResult  # pydantic only: no NVML
+
+    return WatchResult
 
 
 def _probe_detect() -> type[BaseModel]:
@@ -90,6 +112,7 @@ COMMANDS: dict[str, tuple[str, Callable[[], type[BaseModel]]]] = {
     "probe-detect": ("loraplan probe --detect --json", _probe_detect),
     "probe-matrix": ("loraplan probe --matrix FILE --out DIR --json and DIR/summary.json", _probe_matrix),
     "probe-matrix-plan": ("loraplan probe --matrix FILE --dry-run --json", _probe_matrix_plan),
+    "watch": ("loraplan watch --json OUT", _watch),
 }
 """Schema name -> (the output it describes, the pydantic model that produces it)."""
 

@@ -12,6 +12,7 @@ import click
 
 from planner.cli.output import emit_json
 
+from planner.cli.dataset_options import dataset_options, pop_dataset
 from planner.cli.options import model_options, train_spec
 from planner.specs import TrainSpec
 
@@ -60,6 +61,7 @@ def sweep_request(x: str | None, options: dict[str, Any]) -> Any:
               help="Axis along x when two are swept [default: seq-len, then micro-batch, then rank].")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Also write the chart to FILE.png, FILE.svg or FILE.html (needs the plot extra: matplotlib).")
+@dataset_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with every point.")
 def sweep(model: str, gpu: str | None, calibrate: str | None, x: str | None, plot: str | None, as_json: bool,
           **options: Any) -> None:
@@ -74,14 +76,27 @@ def sweep(model: str, gpu: str | None, calibrate: str | None, x: str | None, plo
         from planner.cli.plot import plot_format
 
         plot_format(plot)  # a bad suffix fails before any work
-    result = run_sweep(resolve(model, gpu, calibrate), sweep_request(x, options))
+    from planner.cli.sweep_dataset import apply_sweep_dataset
+
+    data_values = pop_dataset(options)
+    request, dataset, rows = apply_sweep_dataset(model, gpu, sweep_request(x, options), data_values)
+    result = run_sweep(resolve(model, gpu, calibrate), request)
     if plot:
         from planner.cli.plot import write_plot
 
         click.echo(f"wrote {write_plot(result, plot)}", err=True)
     if as_json:
-        emit_json(result.to_json())
+        data = result.to_json()
+        if dataset is not None:
+            data["dataset"] = dataset.model_dump(mode="json")
+            data["dataset_by_seq_len"] = [r.model_dump(mode="json") for r in rows]
+        emit_json(data)
         return
     from planner.cli.render.sweep import render_sweep
 
     render_sweep(result)
+    if dataset is not None:
+        from planner.cli.render.dataset import render_dataset, render_seq_len_rows
+
+        render_dataset(dataset)
+        render_seq_len_rows(rows)
