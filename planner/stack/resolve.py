@@ -86,6 +86,18 @@ def _spec_text(when: dict[str, str]) -> str:
     return ", ".join(f"{lib}{spec}" for lib, spec in when.items()) or "all modelled versions"
 
 
+def _range_warnings(named: dict[str, str]) -> list[str]:
+    """A named version newer (by minor release) than the newest modelled, or older than the oldest."""
+    newest, oldest = newest_versions(), _frameworks()["oldest"]
+    out = []
+    for lib, v in named.items():
+        if lib in newest and _cmp(release(v)[:2], release(newest[lib])[:2]) > 0:
+            out.append(f"{lib} {v} is newer than loraplan models ({newest[lib]}); assuming {newest[lib]}'s behaviour")
+        elif lib in oldest and _cmp(release(v), release(oldest[lib])) < 0:
+            out.append(f"{lib} {v} is older than loraplan models ({oldest[lib]}); assuming {oldest[lib]}'s behaviour")
+    return out
+
+
 def framework_names() -> list[str]:
     return [f.value for f in Framework]
 
@@ -115,7 +127,7 @@ def resolve_stack(framework: str = DEFAULT_FRAMEWORK, versions: dict[str, str] |
     wanted = tuple(dict.fromkeys(wanted))
     found = installed_versions(tuple(lib for lib in wanted if lib not in named)) if detect and not named else {}
     merged = {**newest_versions(), **found, **named}
-    warnings: list[str] = []
+    warnings = _range_warnings(named)
     behaviours = {name: _pick(name, variants, merged, warnings) for name, variants in _behaviours().items()}
     for name, variants in fw["overrides"].items():
         behaviours[name] = _pick(f"{framework} {name}", variants, merged, warnings)

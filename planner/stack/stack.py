@@ -128,6 +128,13 @@ def register_stack(stack: Stack) -> Stack:
 _DATA_FILES = ("behaviours", "frameworks")
 
 
+@cache
+def loss_constants() -> dict[str, float]:
+    """Chunk and tile sizes of the chunked/fused loss paths (``profiles/stacks/frameworks.json``)."""
+    raw = _read_json(profiles_dir() / "stacks" / "frameworks.json")["loss_constants"]
+    return {k: float(v["value"]) for k, v in raw.items()}
+
+
 def stack_names() -> list[str]:
     return sorted(p.stem for p in (profiles_dir() / "stacks").glob("*.json") if p.stem not in _DATA_FILES)
 
