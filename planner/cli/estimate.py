@@ -10,12 +10,14 @@ from planner.cli.estimate_extras import check_needs_gpu, estimate_json, exit_for
 from planner.cli.estimate_extras import explanation_for
 from planner.cli.options import model_options, train_spec
 from planner.cli.output import emit_json
-from planner.estimator import estimate_with_advice
+from planner.cli.stack_options import apply_stack, stack_from_options, stack_options
+from planner.estimator.stack_api import estimate_with_stack
 
 
 @click.command()
 @click.argument("model")
 @model_options
+@stack_options
 @click.option("--calibrate", "calibrate", type=click.Path(dir_okay=False), default=None,
               help="Use a probe result (loraplan probe --save) for this GPU's CUDA context and allocator reserve.")
 @explain_check_options
@@ -23,9 +25,10 @@ from planner.estimator import estimate_with_advice
 def estimate(model: str, gpu: str | None, calibrate: str | None, as_json: bool, explain: bool, check: bool,
              **options: Any) -> None:
     """Estimate GPU memory of fine-tuning MODEL (name, alias, hub id, or local config.json)."""
-    train = train_spec(**options)
+    resolution = stack_from_options(options)
+    train = apply_stack(train_spec(**options), resolution)
     check_needs_gpu(check, gpu)
-    est = estimate_with_advice(model, train, gpu, calibrate)
+    est = estimate_with_stack(model, train, gpu, calibrate, resolution)
     explanation = explanation_for(model, train, gpu, calibrate, est) if explain else None
     if as_json:
         emit_json(estimate_json(est, explanation))

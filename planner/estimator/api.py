@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from planner.estimator.advice import advise
@@ -12,6 +12,7 @@ from planner.estimator.core import estimate
 from planner.estimator.fits import DEFAULT_HEADROOM
 from planner.results import Estimate
 from planner.specs import GpuProfile, ModelProfile, TrainSpec
+from planner.stack.stack import Stack
 
 
 @dataclass(frozen=True)
@@ -23,10 +24,12 @@ class Resolved:
     calibration: Calibration | None
     headroom: float = DEFAULT_HEADROOM
     """Fraction of usable GPU memory kept free by the fit rule."""
+    stack: Stack | None = None
+    """The training stack (default: :func:`planner.stack.stack.default_stack`)."""
 
     def run(self, train: TrainSpec) -> Estimate:
-        """Estimate ``train`` for this model, GPU, calibration and fit rule."""
-        return estimate(self.model, train, self.gpu, self.calibration, headroom=self.headroom)
+        """Estimate ``train`` for this model, GPU, calibration, fit rule and stack."""
+        return estimate(self.model, train, self.gpu, self.calibration, stack=self.stack, headroom=self.headroom)
 
 
 def resolve(model: str, gpu: str | None = None, calibrate: str | Path | None = None,
@@ -46,10 +49,13 @@ def estimate_with_advice(
     gpu: str | None = None,
     calibrate: str | Path | None = None,
     headroom: float = DEFAULT_HEADROOM,
+    stack: Stack | None = None,
 ) -> Estimate:
     """Estimate, using a probe calibration when given (or cached for the GPU), and attach advice when it does
     not fit; fit and advice use the same rule (:mod:`planner.estimator.fits`)."""
     inputs = resolve(model, gpu, calibrate, headroom)
+    if stack is not None:
+        inputs = replace(inputs, stack=stack)
     est = inputs.run(train)
     if est.fits is False and inputs.gpu is not None:
         advice = advise(inputs.model, train, inputs.gpu, lambda m, t, g: inputs.run(t))

@@ -7,7 +7,7 @@ from rich.markup import escape
 
 from planner.cli.render.console import make_console
 from planner.cli.render.table import compact_table
-from planner.results import Estimate
+from planner.results import Estimate, StackRef
 
 _NOTES = {
     "weights": "base model weights",
@@ -31,12 +31,28 @@ def _train_lines(est: Estimate) -> tuple[str, str]:
     return head, ", ".join(rest)
 
 
+_LIB_ABBREV = {"transformers": "tf", "bitsandbytes": "bnb", "accelerate": "acc"}
+
+
+def stack_line(stack: StackRef) -> str:
+    """``stack: trl 1.16.0 (tf 5.24.0, peft 0.21.2, bnb 0.50.2, torch 2.13.0; detected)``: the assumed stack."""
+    fw = stack.framework + ("+liger" if "+liger" in stack.name else "")
+    own = stack.versions.get(stack.framework)
+    order = ("transformers", "peft", "bitsandbytes", "torch")
+    libs = [f"{_LIB_ABBREV.get(k, k)} {stack.versions[k].split('+')[0]}" for k in order
+            if k in stack.versions and k != stack.framework]
+    where = "installed" if stack.detected else "named/newest modelled"
+    return f"stack: {fw}{' ' + own if own else ''}, {', '.join(libs)} ({where})"
+
+
 def render_estimate(est: Estimate, console: Console | None = None) -> None:
     """Print the breakdown table, peaks, verdict and advice."""
     console = console or make_console()
     params = est.params
     pct = 100.0 * params.trainable / params.total if params.total else 0.0
     head, rest = _train_lines(est)
+    if est.stack is not None:
+        console.print(escape(stack_line(est.stack)), highlight=False)
     console.print(f"[bold]{escape(est.model)}[/]: {escape(head)}", highlight=False)
     console.print(escape(rest), highlight=False)
     table = compact_table(("component", "left"), ("GiB", "right"), ("what", "left"))
