@@ -16,7 +16,7 @@ from planner.model.params import adapter_params, total_params
 from planner.model.targets import lora_dropout, resolve_targets
 from planner.specs import DType, Method, ModelConfig, TrainSpec
 from planner.stack.optimizers import OptimizerInfo, optimizer_info
-from planner.stack.stack import AdapterDtype, KbitPrepare, Stack, default_stack
+from planner.stack.stack import AdapterDtype, KbitPrepare, MoeExperts, Stack, default_stack
 
 FP32_BYTES = 4.0
 INDEX_BYTES = 8.0
@@ -121,8 +121,15 @@ class Context:
 
     @property
     def quantized_linears(self) -> bool:
-        """QLoRA and bitsandbytes actually quantizes this family's linears."""
-        return self.qlora and self.arch.bnb_quantizable
+        """QLoRA and bitsandbytes actually quantizes this family's linears (transformers 4.x also quantizes
+        ``nn.Linear`` subclasses such as FalconLinear: the stack's ``subclass_linears_quantized``)."""
+        return self.qlora and (self.arch.bnb_quantizable or self.stack.flag("subclass_linears_quantized"))
+
+    @property
+    def experts_quantized(self) -> bool:
+        """QLoRA on a stack whose MoE experts are per-expert ``nn.Linear`` (transformers 4.x), which
+        bitsandbytes quantizes like any other linear."""
+        return self.qlora and bool(self.arch.expert_params) and self.stack.moe_experts is MoeExperts.PER_EXPERT_LINEAR
 
     @property
     def layers(self) -> int:
