@@ -155,3 +155,12 @@ def test_cli_bad_stack_input(args):
     out = run("estimate", "llama-3-8b", *args)
     assert out.exit_code == 2, out.output
     assert "Traceback" not in out.output and len(out.output.strip().splitlines()) <= 3
+
+
+def test_sweep_models_the_stack():
+    trainer = json.loads(run("sweep", "llama-3-8b", "--method", "qlora", "--seq-len", "1024,2048", "--json").output)
+    trl = json.loads(run("sweep", "llama-3-8b", "--method", "qlora", "--seq-len", "1024,2048", "--framework", "trl",
+                         "--json").output)
+    assert json.dumps(trl) != json.dumps(trainer)
+    table = run("sweep", "llama-3-8b", "--seq-len", "1024,2048", "--framework", "trl")
+    assert table.exit_code == 0 and table.output.startswith("stack: trl ")

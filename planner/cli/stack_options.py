@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from planner.errors import PlannerError
-from planner.specs import Method, TrainSpec
+from planner.specs import TrainSpec
 from planner.stack.resolve import DEFAULT_FRAMEWORK, LossChoice, Resolution, framework_names, resolve_stack
 from planner.stack.stack import KbitPrepare
 from planner.stack.versions import parse_versions
@@ -81,7 +81,7 @@ def apply_stack(train: TrainSpec, resolution: Resolution) -> TrainSpec:
     ctx = click.get_current_context(silent=True)
     explicit = ctx is not None and ctx.get_parameter_source("kbit_prepare") not in (
         None, click.core.ParameterSource.DEFAULT)
-    if train.method is Method.QLORA and not explicit:
+    if not explicit:  # only QLoRA reads it; set for every method so a sweep's QLoRA points inherit it
         prepare = resolution.stack.kbit_prepare is KbitPrepare.UPCAST_FP32
         if prepare != train.kbit_prepare:
             train = train.model_copy(update={"kbit_prepare": prepare})

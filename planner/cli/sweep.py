@@ -6,6 +6,8 @@ Takes ``estimate``'s options; ``--seq-len``, ``--micro-batch`` and ``--rank`` al
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from typing import Any
 
 import click
@@ -13,6 +15,7 @@ import click
 from planner.cli.output import emit_json
 
 from planner.cli.options import model_options, train_spec
+from planner.cli.stack_options import apply_stack, stack_from_options, stack_options
 from planner.specs import TrainSpec
 
 _DEFAULT = TrainSpec()
@@ -46,7 +49,10 @@ def sweep_request(x: str | None, options: dict[str, Any]) -> Any:
     methods = parse_choices(options["method"], Method, "--method")
     optims = parse_choices(options["optim"], Optim, "--optim")
     first = {a.value: values[a][0] for a in Axis}
+    resolution = options.pop("_stack", None)
     base = train_spec(**{**options, **first, "method": methods[0].value, "optim": optims[0].value})
+    if resolution is not None:
+        base = apply_stack(base, resolution)
     return make_request(base, values, methods, optims, Axis(x.replace("-", "_")) if x else None,
                         alpha_follows_rank=options.get("alpha") is None)
 
@@ -54,6 +60,7 @@ def sweep_request(x: str | None, options: dict[str, Any]) -> Any:
 @click.command()
 @click.argument("model")
 @sweep_options
+@stack_options
 @click.option("--calibrate", type=click.Path(dir_okay=False), default=None,
               help="Use a probe result (loraplan probe --save) for this GPU's CUDA context and allocator reserve.")
 @click.option("--x", "x", type=click.Choice(["seq-len", "micro-batch", "rank"]), default=None,
@@ -74,7 +81,9 @@ def sweep(model: str, gpu: str | None, calibrate: str | None, x: str | None, plo
         from planner.cli.plot import plot_format
 
         plot_format(plot)  # a bad suffix fails before any work
-    result = run_sweep(resolve(model, gpu, calibrate), sweep_request(x, options))
+    resolution = stack_from_options(options)
+    inputs = replace(resolve(model, gpu, calibrate), stack=resolution.stack)
+    result = run_sweep(inputs, sweep_request(x, {**options, "_stack": resolution}))
     if plot:
         from planner.cli.plot import write_plot
 
@@ -82,6 +91,8 @@ def sweep(model: str, gpu: str | None, calibrate: str | None, x: str | None, plo
     if as_json:
         emit_json(result.to_json())
         return
+    from planner.cli.render.estimate import stack_line
     from planner.cli.render.sweep import render_sweep
 
+    click.echo(stack_line(resolution.stack.ref(resolution.detected)))
     render_sweep(result)

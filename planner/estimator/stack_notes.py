@@ -30,7 +30,8 @@ def with_stack(est: Estimate, resolution: Resolution, on_default: Callable[[Trai
     stack = resolution.stack
     notes = list(resolution.warnings)
     default = default_stack()
-    if stack.name != default.name:
+    same = {k: b.value for k, b in stack.behaviours.items()} == {k: b.value for k, b in default.behaviours.items()}
+    if not same:
         if not stack.traced:
             notes.append(f"{stack.framework} stack is modelled from the libraries' sources, not traced")
         base_train = est.train
