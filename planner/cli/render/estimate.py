@@ -31,6 +31,18 @@ def _train_lines(est: Estimate) -> tuple[str, str]:
     return head, ", ".join(rest)
 
 
+def _note(est: Estimate, name: str) -> str:
+    """The component's note; adapters and logits follow the stack's adapter dtype and loss path."""
+    behaviours = {b.name: b.value for b in est.stack.behaviours} if est.stack else {}
+    if name == "adapters" and est.params.total and est.memory_gib.adapters:
+        per_param = est.memory_gib.adapters * 2**30 / max(est.params.trainable, 1)
+        if per_param < 3:
+            return "LoRA/DoRA adapters (16-bit: the stack's cast)"
+    if name == "logits" and behaviours.get("loss", "full_logits_fp32") != "full_logits_fp32":
+        return f"lm_head + loss ({behaviours['loss']})"
+    return _NOTES[name]
+
+
 _LIB_ABBREV = {"transformers": "tf", "bitsandbytes": "bnb", "accelerate": "acc"}
 
 
@@ -58,7 +70,7 @@ def render_estimate(est: Estimate, console: Console | None = None) -> None:
     table = compact_table(("component", "left"), ("GiB", "right"), ("what", "left"))
     table.columns[-1].style = "dim"
     for name, value in est.memory_gib.model_dump().items():
-        table.add_row(name, f"{value:.2f}", _NOTES[name])
+        table.add_row(name, f"{value:.2f}", _note(est, name))
     console.print(table)
     console.print(f"params: {params.total:,} total, {params.trainable:,} trainable ({pct:.3f}%)")
     peak = est.peak_gib
