@@ -38,10 +38,16 @@ def check_needs_gpu(check: bool, gpu: str | None) -> None:
 
 def explanation_for(model: str, train: TrainSpec, gpu: str | None, calibrate: str | None, est: Estimate) -> Explanation:
     """The ``--explain`` table for the configuration ``est`` was computed for."""
+    from dataclasses import replace
+
     from planner.estimator.api import resolve
     from planner.explain import explain
+    from planner.stack.stack import load_stack
 
-    return explain(resolve(model, gpu, calibrate), train, est)
+    inputs = resolve(model, gpu, calibrate)
+    if est.stack is not None:
+        inputs = replace(inputs, stack=load_stack(est.stack.name))
+    return explain(inputs, train, est)
 
 
 def estimate_json(est: Estimate, explanation: Explanation | None) -> dict[str, Any]:
