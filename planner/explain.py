@@ -148,7 +148,8 @@ def _not_modeled(est: Estimate) -> tuple[Change, ...]:
     stack = load_stack(est.stack.name) if est.stack else default_stack()
     loss_note = (f"{stack.name} computes the loss over full logits ({est.memory_gib.logits:.2f} GiB now); "
                  "TRL's chunked_nll or Liger's fused loss would lower it") \
-        if stack.loss is LossKind.FULL_LOGITS_FP32 else "not modeled"
+        if stack.loss in (LossKind.FULL_LOGITS_FP32, LossKind.FULL_LOGITS_CONTIGUOUS) \
+        else f"{stack.framework} already uses a {stack.loss.value} loss ({est.memory_gib.logits:.2f} GiB now)"
     return (
         Change(change="chunked/fused loss", flags="-", status=ChangeStatus.NOT_MODELED, note=loss_note),
         Change(change="CPU offload", flags="-", status=ChangeStatus.NOT_MODELED,

@@ -12,13 +12,15 @@ from planner.cli.dataset_options import dataset_for, dataset_options, pop_datase
 from planner.cli.options import model_options, train_spec
 from planner.cli.output import emit_json
 from planner.cli.parallel_options import parallel_options
-from planner.estimator import estimate_with_advice
+from planner.cli.stack_options import apply_stack, stack_from_options, stack_options
+from planner.estimator.stack_api import estimate_with_stack
 
 
 @click.command()
 @click.argument("model")
 @model_options
 @parallel_options
+@stack_options
 @click.option("--calibrate", "calibrate", type=click.Path(dir_okay=False), default=None,
               help="Use a probe result (loraplan probe --save) for this GPU's CUDA context and allocator reserve.")
 @explain_check_options
@@ -28,11 +30,12 @@ def estimate(model: str, gpu: str | None, calibrate: str | None, as_json: bool, 
              **options: Any) -> None:
     """Estimate GPU memory of fine-tuning MODEL (name, alias, hub id, or local config.json)."""
     parallel = options.pop("parallel")
+    resolution = stack_from_options(options)
     data_values = pop_dataset(options)
-    train, dataset = dataset_for(model, train_spec(**options), gpu, data_values)
+    train, dataset = dataset_for(model, apply_stack(train_spec(**options), resolution), gpu, data_values)
     check_needs_gpu(check, gpu)
     parallel = parallel if parallel.multi else None
-    est = estimate_with_advice(model, train, gpu, calibrate, parallel=parallel)
+    est = estimate_with_stack(model, train, gpu, calibrate, resolution, parallel=parallel)
     explanation = explanation_for(model, train, gpu, calibrate, est, parallel) if explain else None
     if as_json:
         emit_json(estimate_json(est, explanation, dataset))

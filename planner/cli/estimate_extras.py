@@ -40,13 +40,17 @@ def check_needs_gpu(check: bool, gpu: str | None) -> None:
 
 def explanation_for(model: str, train: TrainSpec, gpu: str | None, calibrate: str | None, est: Estimate,
                     parallel: ParallelSpec | None = None) -> Explanation:
-    """The ``--explain`` table for the configuration ``est`` was computed for (on ``parallel``'s GPUs)."""
+    """The ``--explain`` table for the configuration ``est`` was computed for (on its stack and ``parallel``'s GPUs)."""
     from dataclasses import replace
 
     from planner.estimator.api import resolve
     from planner.explain import explain
+    from planner.stack.stack import load_stack
 
-    return explain(replace(resolve(model, gpu, calibrate), parallel=parallel), train, est)
+    inputs = replace(resolve(model, gpu, calibrate), parallel=parallel)
+    if est.stack is not None:
+        inputs = replace(inputs, stack=load_stack(est.stack.name))
+    return explain(inputs, train, est)
 
 
 def estimate_json(est: Estimate, explanation: Explanation | None,

@@ -6,6 +6,8 @@ Takes ``estimate``'s options; ``--seq-len``, ``--micro-batch`` and ``--rank`` al
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from typing import Any
 
 import click
@@ -14,6 +16,7 @@ from planner.cli.output import emit_json
 
 from planner.cli.dataset_options import dataset_options, pop_dataset
 from planner.cli.options import model_options, train_spec
+from planner.cli.stack_options import apply_stack, stack_from_options, stack_options
 from planner.specs import TrainSpec
 
 _DEFAULT = TrainSpec()
@@ -47,7 +50,10 @@ def sweep_request(x: str | None, options: dict[str, Any]) -> Any:
     methods = parse_choices(options["method"], Method, "--method")
     optims = parse_choices(options["optim"], Optim, "--optim")
     first = {a.value: values[a][0] for a in Axis}
+    resolution = options.pop("_stack", None)
     base = train_spec(**{**options, **first, "method": methods[0].value, "optim": optims[0].value})
+    if resolution is not None:
+        base = apply_stack(base, resolution)
     return make_request(base, values, methods, optims, Axis(x.replace("-", "_")) if x else None,
                         alpha_follows_rank=options.get("alpha") is None)
 
@@ -55,6 +61,7 @@ def sweep_request(x: str | None, options: dict[str, Any]) -> Any:
 @click.command()
 @click.argument("model")
 @sweep_options
+@stack_options
 @click.option("--calibrate", type=click.Path(dir_okay=False), default=None,
               help="Use a probe result (loraplan probe --save) for this GPU's CUDA context and allocator reserve.")
 @click.option("--x", "x", type=click.Choice(["seq-len", "micro-batch", "rank"]), default=None,
@@ -78,9 +85,12 @@ def sweep(model: str, gpu: str | None, calibrate: str | None, x: str | None, plo
         plot_format(plot)  # a bad suffix fails before any work
     from planner.cli.sweep_dataset import apply_sweep_dataset
 
+    resolution = stack_from_options(options)
     data_values = pop_dataset(options)
-    request, dataset, rows = apply_sweep_dataset(model, gpu, sweep_request(x, options), data_values)
-    result = run_sweep(resolve(model, gpu, calibrate), request)
+    request, dataset, rows = apply_sweep_dataset(model, gpu, sweep_request(x, {**options, "_stack": resolution}),
+                                                 data_values)
+    inputs = replace(resolve(model, gpu, calibrate), stack=resolution.stack)
+    result = run_sweep(inputs, request)
     if plot:
         from planner.cli.plot import write_plot
 
@@ -92,8 +102,10 @@ def sweep(model: str, gpu: str | None, calibrate: str | None, x: str | None, plo
             data["dataset_by_seq_len"] = [r.model_dump(mode="json") for r in rows]
         emit_json(data)
         return
+    from planner.cli.render.estimate import stack_line
     from planner.cli.render.sweep import render_sweep
 
+    click.echo(stack_line(resolution.stack.ref(resolution.detected)))
     render_sweep(result)
     if dataset is not None:
         from planner.cli.render.dataset import render_dataset, render_seq_len_rows

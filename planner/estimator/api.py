@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from planner.estimator.advice import advise
@@ -13,6 +13,7 @@ from planner.estimator.fits import DEFAULT_HEADROOM
 from planner.parallel.spec import ParallelSpec
 from planner.results import Estimate
 from planner.specs import GpuProfile, ModelProfile, TrainSpec
+from planner.stack.stack import Stack
 
 
 @dataclass(frozen=True)
@@ -28,10 +29,13 @@ class Resolved:
     """Added to every estimate (e.g. a calibration from another GPU, not applied)."""
     parallel: ParallelSpec | None = None
     """Where the step runs (None: one GPU)."""
+    stack: Stack | None = None
+    """The training stack (default: :func:`planner.stack.stack.default_stack`)."""
 
     def run(self, train: TrainSpec) -> Estimate:
-        """Estimate ``train`` for this model, GPU, calibration and fit rule."""
-        est = estimate(self.model, train, self.gpu, self.calibration, parallel=self.parallel, headroom=self.headroom)
+        """Estimate ``train`` for this model, GPU, calibration, fit rule, stack and GPUs."""
+        est = estimate(self.model, train, self.gpu, self.calibration, parallel=self.parallel, stack=self.stack,
+                       headroom=self.headroom)
         return est.model_copy(update={"warnings": self.warnings + est.warnings}) if self.warnings else est
 
 
@@ -58,14 +62,15 @@ def estimate_with_advice(
     calibrate: str | Path | None = None,
     headroom: float = DEFAULT_HEADROOM,
     parallel: ParallelSpec | None = None,
+    stack: Stack | None = None,
 ) -> Estimate:
     """Estimate, using a probe calibration when given (or cached for the GPU), and attach advice when it does
     not fit; fit and advice use the same rule (:mod:`planner.estimator.fits`)."""
     inputs = resolve(model, gpu, calibrate, headroom)
     if parallel is not None:
-        from dataclasses import replace
-
         inputs = replace(inputs, parallel=parallel)
+    if stack is not None:
+        inputs = replace(inputs, stack=stack)
     est = inputs.run(train)
     if est.fits is False and inputs.gpu is not None:
         advice = advise(inputs.model, train, inputs.gpu, lambda m, t, g: inputs.run(t))

@@ -22,7 +22,13 @@ def estimate_warnings(ctx: Context, paged_bytes: float, gpu: GpuProfile | None =
             "attention layers are 4-bit, the experts stay floating point"
             + (" (fp32 after prepare_model_for_kbit_training)" if train.kbit_prepare else "")
         )
-    if ctx.qlora and not arch.bnb_quantizable:
+    if arch.expert_params and ctx.stack.moe_experts is MoeExperts.PER_EXPERT_LINEAR:
+        out.append(
+            "transformers 4.x keeps MoE experts as per-expert nn.Linear: their weights are modelled"
+            + (" 4-bit" if ctx.experts_quantized else "")
+            + ", their adapters and activations in transformers 5's fused layout (untraced)"
+        )
+    if ctx.qlora and not arch.bnb_quantizable and not ctx.quantized_linears:
         out.append(
             f"transformers quantizes only exact nn.Linear modules; {config.model_type}'s linear layers are a subclass "
             "and stay unquantized, so QLoRA saves no weight memory here (prepare_model_for_kbit_training then "

@@ -217,7 +217,8 @@ def _moe_adapted(ctx: Context) -> tuple[float, float]:
     config, d = ctx.config, ctx.d
     e, k = float(config.num_local_experts), float(config.num_experts_per_tok)
     c = _moe_compute_bytes(ctx)
-    cast = d.autocast and d.other_param != d.compute
+    # Quantized per-expert linears (transformers 4.x) are dequantized to the compute dtype: no autocast copy.
+    cast = d.autocast and d.other_param != d.compute and not ctx.experts_quantized
     per_layer = per_token = 0.0
     for p in ctx.arch.param_targets:
         if p.experts == 1:

@@ -16,7 +16,7 @@ from planner.model.params import adapter_params, total_params
 from planner.model.targets import lora_dropout, resolve_targets
 from planner.specs import DType, Method, ModelConfig, TrainSpec
 from planner.stack.optimizers import OptimizerInfo, optimizer_info
-from planner.stack.stack import AdapterDtype, Stack, default_stack
+from planner.stack.stack import AdapterDtype, KbitPrepare, MoeExperts, Stack, default_stack
 
 FP32_BYTES = 4.0
 INDEX_BYTES = 8.0
@@ -69,7 +69,12 @@ def dtypes(train: TrainSpec, stack: Stack) -> Dtypes:
     """
     c = train.dtype.bytes_per_element
     autocast = train.dtype is not DType.FP32
-    adapter = FP32_BYTES if stack.adapter_dtype is AdapterDtype.FP32 else c
+    # PEFT < 0.12 casts LoRA adapters to a floating-point base weight's dtype (a 4-bit base is uint8: QLoRA
+    # adapters stay fp32); current TRL casts a quantized model's trainable params to bf16.
+    lora_base = FP32_BYTES if train.fp32_master else c
+    adapter = lora_base if stack.adapter_dtype is AdapterDtype.BASE and train.method is Method.LORA else FP32_BYTES
+    if train.method is Method.QLORA and stack.kbit_prepare is KbitPrepare.CAST_TRAINABLE_BF16:
+        adapter = c
     if train.method is Method.QLORA:
         linear = nf4_bytes_per_param(train.double_quant) if train.quant_bits == 4 else 1.0
         other = FP32_BYTES if train.kbit_prepare else c
@@ -116,8 +121,15 @@ class Context:
 
     @property
     def quantized_linears(self) -> bool:
-        """QLoRA and bitsandbytes actually quantizes this family's linears."""
-        return self.qlora and self.arch.bnb_quantizable
+        """QLoRA and bitsandbytes actually quantizes this family's linears (transformers 4.x also quantizes
+        ``nn.Linear`` subclasses such as FalconLinear: the stack's ``subclass_linears_quantized``)."""
+        return self.qlora and (self.arch.bnb_quantizable or self.stack.flag("subclass_linears_quantized"))
+
+    @property
+    def experts_quantized(self) -> bool:
+        """QLoRA on a stack whose MoE experts are per-expert ``nn.Linear`` (transformers 4.x), which
+        bitsandbytes quantizes like any other linear."""
+        return self.qlora and bool(self.arch.expert_params) and self.stack.moe_experts is MoeExperts.PER_EXPERT_LINEAR
 
     @property
     def layers(self) -> int:

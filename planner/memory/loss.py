@@ -4,6 +4,15 @@
   compute-dtype logits for every position; ``logits = logits.float()`` then ``cross_entropy`` =
   log_softmax (saves its fp32 output) + nll_loss. Backward holds the saved log_softmax output, its gradient
   and the input gradient, all fp32.
+- ``full_logits_contiguous`` (transformers < 4.48 ``LlamaForCausalLM.forward`` / 4.46 ``ForCausalLMLoss``;
+  TRL < 1.8): as above plus ``logits[..., :-1, :].contiguous()``, a second fp32 copy alive at the forward peak.
+- ``chunked_256`` (TRL 1.8-1.12 ``sft_trainer.py`` ``_chunked_cross_entropy_loss``): 256 tokens at a time,
+  ``h.float() @ w.float().t()`` then log_softmax under checkpoint: one chunk's fp32 logits and log-probs, plus
+  the fp32 copy of the lm_head weight, alive per chunk; backward recomputes a chunk and holds its gradients.
+- ``chunked_8`` (torchtune ``CEWithChunkedOutputLoss``): the compute-dtype logits exist in full (8 chunks of
+  the output), each chunk upcast and cross-entropied; only one chunk's fp32 tensors are alive at a time.
+- ``fused_head`` (TRL >= 1.13 ``kernels/chunked_logprob.py``; Liger fused linear CE; CCE; Unsloth): fp32
+  tiles of at most 4096 tokens x 32768 vocabulary entries; the full logits never exist.
 """
 
 from __future__ import annotations
@@ -12,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from planner.memory.context import FP32_BYTES, Context
-from planner.stack.stack import LossKind
+from planner.stack.stack import LossKind, loss_constants
 
 
 @dataclass(frozen=True)
@@ -50,8 +59,52 @@ def _full_logits_fp32(ctx: Context) -> LogitsMemory:
     return LogitsMemory(forward, 3 * n * FP32_BYTES, saved_weight, cached)
 
 
+def _full_logits_contiguous(ctx: Context) -> LogitsMemory:
+    full = _full_logits_fp32(ctx)
+    n = ctx.tokens * ctx.config.vocab_size
+    # shift_logits = logits[..., :-1, :].contiguous(): one more fp32 (b, s-1, vocab) tensor in the forward.
+    return LogitsMemory(full.forward_bytes + n * FP32_BYTES, full.backward_bytes, full.saved_weight_bytes,
+                        full.cached_block_bytes)
+
+
+def _chunk_tokens(ctx: Context, chunk: float) -> float:
+    return min(ctx.tokens, chunk)
+
+
+def _chunked_256(ctx: Context) -> LogitsMemory:
+    config = ctx.config
+    n = _chunk_tokens(ctx, float(loss_constants()["trl_chunk_tokens"])) * config.vocab_size
+    weight_fp32 = config.vocab_size * config.hidden_size * FP32_BYTES  # w.float() inside each chunk
+    # Forward (no grad inside the checkpoint): one chunk's fp32 logits + log-probs and the fp32 weight copy.
+    forward = weight_fp32 + 2 * n * FP32_BYTES
+    # Backward: the recomputed chunk (logits, log-probs), their gradients and the weight copy.
+    backward = weight_fp32 + 4 * n * FP32_BYTES
+    return LogitsMemory(forward, backward, 0.0, 0.0)
+
+
+def _chunked_8(ctx: Context) -> LogitsMemory:
+    d, config = ctx.d, ctx.config
+    n = ctx.tokens * config.vocab_size
+    logits_b = d.compute if d.autocast else d.other_param
+    chunk = n / float(loss_constants()["torchtune_output_chunks"])
+    # The compute-dtype logits stay (their chunks are views); each chunk's .float() and log_softmax output.
+    forward = n * logits_b + chunk * 2 * FP32_BYTES
+    return LogitsMemory(forward, n * logits_b + 3 * chunk * FP32_BYTES, 0.0, 0.0)
+
+
+def _fused_head(ctx: Context) -> LogitsMemory:
+    k = loss_constants()
+    tile = (_chunk_tokens(ctx, float(k["fused_tile_tokens"])) * min(ctx.config.vocab_size, float(k["fused_tile_vocab"])))
+    # Forward: one fp32 projection tile; backward: the recomputed tile and its gradient.
+    return LogitsMemory(tile * FP32_BYTES, 2 * tile * FP32_BYTES, 0.0, 0.0)
+
+
 LOSS_STRATEGIES: dict[LossKind, Callable[[Context], LogitsMemory]] = {
     LossKind.FULL_LOGITS_FP32: _full_logits_fp32,
+    LossKind.FULL_LOGITS_CONTIGUOUS: _full_logits_contiguous,
+    LossKind.CHUNKED_256: _chunked_256,
+    LossKind.CHUNKED_8: _chunked_8,
+    LossKind.FUSED_HEAD: _fused_head,
 }
 
 

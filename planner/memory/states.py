@@ -20,7 +20,16 @@ from planner.model.params import quantizable_weight_params, quantized_tensor_cou
 def weight_bytes(ctx: Context) -> float:
     """Base-model weights (adapters excluded): quantized linears at their storage size, the rest floating point."""
     config, train = ctx.config, ctx.train
-    quantized = quantizable_weight_params(config)
+    quantized = quantizable_weight_params(config) if ctx.arch.bnb_quantizable else (
+        ctx.layers * sum(lin.weight_params for lin in ctx.arch.linears) if ctx.quantized_linears else 0)
+    tensors = quantized_tensor_count(config) if ctx.arch.bnb_quantizable else (
+        ctx.layers * len(ctx.arch.linears) if ctx.quantized_linears else 0)
+    if ctx.experts_quantized:
+        # transformers 4.x MixtralBlockSparseTop2MLP: w1, w2, w3 nn.Linear per expert, each quantized.
+        quantized += ctx.layers * ctx.arch.expert_params
+        tensors += ctx.layers * config.num_local_experts * sum(1 for p in ctx.arch.param_targets if p.experts > 1)
+    if not ctx.qlora:
+        quantized = quantizable_weight_params(config)
     other = ctx.total_params - quantized
     per_tensor = 0.0
     if ctx.qlora and train.quant_bits == 8:
@@ -28,7 +37,7 @@ def weight_bytes(ctx: Context) -> float:
         per_tensor = ctx.layers * sum(lin.out_features for lin in ctx.arch.linears) * FP32_BYTES
     elif ctx.qlora and train.double_quant:
         # [BNB-quant]: each double-quantized tensor also keeps a 256-entry fp32 code and an fp32 offset.
-        per_tensor = quantized_tensor_count(config) * (256 + 1) * FP32_BYTES
+        per_tensor = tensors * (256 + 1) * FP32_BYTES
     return quantized * ctx.d.linear_weight + other * ctx.d.other_param + per_tensor
 
 

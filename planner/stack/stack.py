@@ -32,7 +32,27 @@ class MoeExperts(str, Enum):
 
 
 class LossKind(str, Enum):
+    """How the lm_head output and the loss are computed (:mod:`planner.memory.loss`)."""
+
     FULL_LOGITS_FP32 = "full_logits_fp32"
+    """Full logits, ``.float()``, cross-entropy (transformers >= 4.48)."""
+    FULL_LOGITS_CONTIGUOUS = "full_logits_contiguous"
+    """Full fp32 logits plus the shifted ``.contiguous()`` copy (transformers < 4.48, TRL < 1.8)."""
+    CHUNKED_256 = "chunked_256"
+    """256-token chunks of lm_head + loss under checkpoint (TRL 1.8-1.12)."""
+    CHUNKED_8 = "chunked_8"
+    """The output split in 8 chunks, each upcast and cross-entropied (torchtune CEWithChunkedOutputLoss)."""
+    FUSED_HEAD = "fused_head"
+    """A fused, tiled lm_head + loss: full logits never built (TRL >= 1.13, Liger, CCE, Unsloth)."""
+
+
+class KbitPrepare(str, Enum):
+    """What the stack does to a quantized model's non-quantized and trainable params."""
+
+    UPCAST_FP32 = "upcast_fp32"
+    """peft.prepare_model_for_kbit_training: non-quantized 16-bit params -> fp32 (``--kbit-prepare``)."""
+    CAST_TRAINABLE_BF16 = "cast_trainable_bf16"
+    """No prepare; the trainable params (adapters) cast to bf16 (current TRL SFTTrainer)."""
 
 
 class Behaviour(Frozen):
@@ -50,6 +70,8 @@ class Stack(Frozen):
     versions: dict[str, str]
     behaviours: dict[str, Behaviour]
     date: str
+    traced: bool = True
+    """Whether the trace suite runs this stack's code (else modelled from the cited sources)."""
 
     def value(self, name: str) -> str:
         """The value of behaviour ``name``."""
@@ -73,6 +95,10 @@ class Stack(Frozen):
     def loss(self) -> LossKind:
         return LossKind(self.value("loss"))
 
+    @property
+    def kbit_prepare(self) -> KbitPrepare:
+        return KbitPrepare(self.value("kbit_prepare"))
+
     def ref(self, detected: bool = False) -> StackRef:
         """The ``stack`` object of an estimate's JSON (built once per stack)."""
         return _ref(self.name, detected)
@@ -89,13 +115,35 @@ def _ref(name: str, detected: bool) -> StackRef:
     return load_stack(name)._build_ref(detected)
 
 
+_RESOLVED: dict[str, Stack] = {}
+"""Stacks built from ``--framework``/``--versions`` (:mod:`planner.stack.resolve`), by name."""
+
+
+def register_stack(stack: Stack) -> Stack:
+    """Make a resolved stack findable by :func:`load_stack` (its name encodes framework and versions)."""
+    _RESOLVED.setdefault(stack.name, stack)
+    return _RESOLVED[stack.name]
+
+
+_DATA_FILES = ("behaviours", "frameworks")
+
+
+@cache
+def loss_constants() -> dict[str, float]:
+    """Chunk and tile sizes of the chunked/fused loss paths (``profiles/stacks/frameworks.json``)."""
+    raw = _read_json(profiles_dir() / "stacks" / "frameworks.json")["loss_constants"]
+    return {k: float(v["value"]) for k, v in raw.items()}
+
+
 def stack_names() -> list[str]:
-    return sorted(p.stem for p in (profiles_dir() / "stacks").glob("*.json"))
+    return sorted(p.stem for p in (profiles_dir() / "stacks").glob("*.json") if p.stem not in _DATA_FILES)
 
 
 @cache
 def load_stack(name: str = DEFAULT_STACK) -> Stack:
-    """The stack profile ``name`` (default: the one loraplan models today)."""
+    """The stack profile ``name`` (default: the one loraplan models today), or a resolved one by name."""
+    if name in _RESOLVED:
+        return _RESOLVED[name]
     path = profiles_dir() / "stacks" / f"{name}.json"
     if not path.is_file():
         raise unknown("stack", name, stack_names())

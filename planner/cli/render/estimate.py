@@ -7,7 +7,7 @@ from rich.markup import escape
 
 from planner.cli.render.console import make_console
 from planner.cli.render.table import compact_table
-from planner.results import Estimate
+from planner.results import Estimate, StackRef
 
 _NOTES = {
     "weights": "base model weights",
@@ -31,12 +31,40 @@ def _train_lines(est: Estimate) -> tuple[str, str]:
     return head, ", ".join(rest)
 
 
+def _note(est: Estimate, name: str) -> str:
+    """The component's note; adapters and logits follow the stack's adapter dtype and loss path."""
+    behaviours = {b.name: b.value for b in est.stack.behaviours} if est.stack else {}
+    if name == "adapters" and est.params.total and est.memory_gib.adapters:
+        per_param = est.memory_gib.adapters * 2**30 / max(est.params.trainable, 1)
+        if per_param < 3:
+            return "LoRA/DoRA adapters (16-bit: the stack's cast)"
+    if name == "logits" and behaviours.get("loss", "full_logits_fp32") != "full_logits_fp32":
+        return f"lm_head + loss ({behaviours['loss']})"
+    return _NOTES[name]
+
+
+_LIB_ABBREV = {"transformers": "tf", "bitsandbytes": "bnb", "accelerate": "acc"}
+
+
+def stack_line(stack: StackRef) -> str:
+    """``stack: trl 1.16.0 (tf 5.24.0, peft 0.21.2, bnb 0.50.2, torch 2.13.0; detected)``: the assumed stack."""
+    fw = stack.framework + ("+liger" if "+liger" in stack.name else "")
+    own = stack.versions.get(stack.framework)
+    order = ("transformers", "peft", "bitsandbytes", "torch")
+    libs = [f"{_LIB_ABBREV.get(k, k)} {stack.versions[k].split('+')[0]}" for k in order
+            if k in stack.versions and k != stack.framework]
+    where = "installed" if stack.detected else "named/newest modelled"
+    return f"stack: {fw}{' ' + own if own else ''}, {', '.join(libs)} ({where})"
+
+
 def render_estimate(est: Estimate, console: Console | None = None) -> None:
     """Print the breakdown table, peaks, verdict and advice."""
     console = console or make_console()
     params = est.params
     pct = 100.0 * params.trainable / params.total if params.total else 0.0
     head, rest = _train_lines(est)
+    if est.stack is not None:
+        console.print(escape(stack_line(est.stack)), highlight=False)
     console.print(f"[bold]{escape(est.model)}[/]: {escape(head)}", highlight=False)
     console.print(escape(rest), highlight=False)
     if est.parallel is not None:
@@ -46,7 +74,7 @@ def render_estimate(est: Estimate, console: Console | None = None) -> None:
     table = compact_table(("component", "left"), ("GiB", "right"), ("what", "left"))
     table.columns[-1].style = "dim"
     for name, value in est.memory_gib.model_dump().items():
-        table.add_row(name, f"{value:.2f}", _NOTES[name])
+        table.add_row(name, f"{value:.2f}", _note(est, name))
     console.print(table)
     if est.parallel is not None:
         from planner.cli.render.parallel import render_sharding

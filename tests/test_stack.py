@@ -1,0 +1,164 @@
+"""The stack model: version ranges, --versions parsing, detection, resolution, its memory strategies, the CLI."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from planner.catalog import profiles_dir
+from planner.cli import cli
+from planner.errors import PlannerError
+from planner.estimator.core import estimate
+from planner.specs import Method, TrainSpec
+from planner.stack.resolve import framework_names, newest_versions, resolve_stack
+from planner.stack.stack import DEFAULT_STACK, LossKind, load_stack
+from planner.stack.versions import installed_versions, parse_versions, release, satisfies
+
+LEGACY = {"transformers": "4.44.2", "peft": "0.11.1", "bitsandbytes": "0.43.3", "torch": "2.4.1", "accelerate": "0.33.0"}
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+@pytest.mark.parametrize(("version", "spec", "ok"), [
+    ("4.44.2", ">=4.41,<4.47", True), ("4.47.0", ">=4.41,<4.47", False), ("5.24.0", ">=5.0", True),
+    ("2.13.0+cpu", ">=2.5", True), ("1.0.0rc1", "<1.0.1", True), ("0.11.1", "<0.12", True), ("3.0", "", True),
+])
+def test_satisfies(version, spec, ok):
+    assert satisfies(version, spec) is ok
+
+
+def test_release():
+    assert release("2.13.0+cpu") == (2, 13, 0)
+    assert release("1.0.0rc1") == (1, 0, 0)
+
+
+def test_parse_versions():
+    assert parse_versions("transformers=4.44.2, peft==0.12.0") == {"transformers": "4.44.2", "peft": "0.12.0"}
+    for bad, match in [("transformers", "LIB=VERSION"), ("transfomers=4.4", "did you mean transformers"),
+                       ("transformers=x", "not a version"), ("", "empty"), ("peft=0.1,peft=0.2", "twice")]:
+        with pytest.raises(PlannerError, match=match):
+            parse_versions(bad)
+
+
+def test_detection_reads_metadata_fast_without_imports():
+    start = time.perf_counter()
+    found = installed_versions()
+    assert time.perf_counter() - start < 0.05
+    assert "click" not in found  # only the stack's libraries; tests/test_imports.py checks planner imports none
+
+
+def test_behaviour_data_has_sources_and_ranges():
+    data = json.loads((profiles_dir() / "stacks" / "behaviours.json").read_text())
+    for name, variants in data["behaviours"].items():
+        assert variants, name
+        for v in variants:
+            assert v["source"] and set(v) == {"when", "value", "source"}, name
+
+
+def test_trainer_at_default_versions_is_the_default_profile():
+    default = load_stack(DEFAULT_STACK)
+    res = resolve_stack("trainer", dict(default.versions), detect=False)
+    assert res.stack is default and not res.warnings
+
+
+def test_trainer_newest_reproduces_default_numbers():
+    """``--framework trainer`` at the newest versions is today's stack: golden numbers unchanged."""
+    stack = resolve_stack("trainer", detect=False).stack
+    for method in Method:
+        train = TrainSpec(method=method)
+        assert estimate("llama-3-8b", train, stack=stack).peak_gib == estimate("llama-3-8b", train).peak_gib
+
+
+def test_legacy_behaviours():
+    b = resolve_stack("trainer", LEGACY, detect=False).stack.behaviours
+    assert b["adapter_dtype"].value == "base" and b["loss"].value == "full_logits_contiguous"
+    assert b["moe_experts"].value == "per_expert_linear" and b["checkpointing"].value == "reentrant"
+    assert b["default_optimizer"].value == "adamw_torch_foreach" and b["sdpa_kv"].value == "repeat_kv"
+    assert "peft v0.11.1" in b["adapter_dtype"].source
+
+
+@pytest.mark.parametrize(("versions", "loss"), [
+    (None, LossKind.FUSED_HEAD), ({"trl": "1.10.0"}, LossKind.CHUNKED_256),
+    ({"trl": "0.11.4", "transformers": "4.44.2"}, LossKind.FULL_LOGITS_CONTIGUOUS),
+])
+def test_trl_loss_by_version(versions, loss):
+    assert resolve_stack("trl", versions, detect=False).stack.loss is loss
+
+
+def test_trl_current_llama3_8b():
+    """Issue 8's analytical figures for Llama-3-8B r=16 all-linear, micro-batch 1, seq 2048 under current TRL:
+    QLoRA about 7.0 GiB (bf16 adapters, no kbit-prepare, fused head), LoRA about 16.8."""
+    stack = resolve_stack("trl", detect=False).stack
+    qlora = estimate("llama-3-8b", TrainSpec(method=Method.QLORA, kbit_prepare=False), stack=stack)
+    lora = estimate("llama-3-8b", TrainSpec(method=Method.LORA), stack=stack)
+    assert qlora.peak_gib.allocated == pytest.approx(7.0, abs=0.1)
+    assert lora.peak_gib.allocated == pytest.approx(16.8, abs=0.1)
+    assert qlora.memory_gib.adapters == pytest.approx(lora.memory_gib.adapters / 2)
+
+
+def test_legacy_mixtral_experts_quantized():
+    legacy = resolve_stack("trainer", LEGACY, detect=False).stack
+    old = estimate("mixtral-8x7b", TrainSpec(method=Method.QLORA), stack=legacy).memory_gib.weights
+    new = estimate("mixtral-8x7b", TrainSpec(method=Method.QLORA)).memory_gib.weights
+    assert old == pytest.approx(23.3, abs=0.5) and new == pytest.approx(170, abs=1)
+
+
+def test_peft_below_012_lora_adapters_bf16():
+    legacy = resolve_stack("trainer", LEGACY, detect=False).stack
+    old = estimate("llama-3-8b", TrainSpec(method=Method.LORA), stack=legacy).memory_gib.adapters
+    assert old == pytest.approx(estimate("llama-3-8b", TrainSpec()).memory_gib.adapters / 2)
+
+
+def test_out_of_range_version_warns_and_uses_nearest():
+    res = resolve_stack("trainer", {"transformers": "6.2.0"}, detect=False)
+    assert any("newer than loraplan models" in w for w in res.warnings)
+    assert res.stack.behaviours["moe_experts"].value == "fused_3d_unquantized"
+
+
+def test_every_framework_resolves():
+    for fw in framework_names():
+        assert resolve_stack(fw, detect=False).stack.framework == fw
+    assert set(newest_versions()) >= {"torch", "transformers", "peft", "bitsandbytes", "trl"}
+
+
+def test_cli_stack_json_and_first_line():
+    out = run("estimate", "llama-3-8b", "--framework", "trl", "--json")
+    assert out.exit_code == 0, out.output
+    stack = json.loads(out.output)["stack"]
+    assert stack["framework"] == "trl" and isinstance(stack["detected"], bool)
+    assert stack["versions"]["trl"] and {b["name"] for b in stack["behaviours"]} >= {"loss", "adapter_dtype"}
+    table = run("estimate", "llama-3-8b", "--framework", "trl", "--method", "qlora")
+    assert table.exit_code == 0 and table.output.splitlines()[0].startswith("stack: trl ")
+    assert "changes the device peak by -4" in " ".join(table.output.split())
+
+
+def test_cli_kbit_prepare_stays_an_override():
+    implied = json.loads(run("estimate", "llama-3-8b", "--framework", "trl", "--method", "qlora", "--json").output)
+    forced = json.loads(run("estimate", "llama-3-8b", "--framework", "trl", "--method", "qlora", "--kbit-prepare",
+                            "--json").output)
+    assert implied["train"]["kbit_prepare"] is False and forced["train"]["kbit_prepare"] is True
+
+
+@pytest.mark.parametrize("args", [
+    ("--framework", "trll"), ("--versions", "transformers"), ("--versions", "transfomers=4.44"),
+    ("--framework", "unsloth", "--liger"), ("--framework", "trainer", "--loss", "fused"),
+    ("--versions", "peft=abc"), ("--loss", "nope"),
+])
+def test_cli_bad_stack_input(args):
+    out = run("estimate", "llama-3-8b", *args)
+    assert out.exit_code == 2, out.output
+    assert "Traceback" not in out.output and len(out.output.strip().splitlines()) <= 3
+
+
+def test_sweep_models_the_stack():
+    trainer = json.loads(run("sweep", "llama-3-8b", "--method", "qlora", "--seq-len", "1024,2048", "--json").output)
+    trl = json.loads(run("sweep", "llama-3-8b", "--method", "qlora", "--seq-len", "1024,2048", "--framework", "trl",
+                         "--json").output)
+    assert json.dumps(trl) != json.dumps(trainer)
+    table = run("sweep", "llama-3-8b", "--seq-len", "1024,2048", "--framework", "trl")
+    assert table.exit_code == 0 and table.output.startswith("stack: trl ")
