@@ -24,6 +24,7 @@ from pathlib import Path
 
 from planner.errors import PlannerError
 from planner.matrix.budget import DEFAULT_BUDGET_S, DEFAULT_TIMEOUT_S, Plan, plan
+from planner.matrix.files import write_json
 from planner.matrix.spec import Matrix, MatrixRow, RunRecord, Status, load_matrix, probe_flags, row_config
 from planner.matrix.summary import Summary, markdown_table, summarize
 
@@ -38,8 +39,7 @@ def probe_command(matrix: Matrix, row: MatrixRow, out: Path, *, trace: bool) -> 
     model = row.model
     if row.num_hidden_layers is not None:
         cfg = out / "configs" / f"{row.id}.json"
-        cfg.parent.mkdir(parents=True, exist_ok=True)
-        cfg.write_text(json.dumps(row_config(row), indent=1) + "\n")
+        write_json(cfg, row_config(row))
         model = str(cfg)
     cmd = [sys.executable, "-m", "planner", "probe", model, *probe_flags(row.train), "--gpu", matrix.gpu,
            "--steps", str(row.steps), "--json", "--save", str(out / "probe" / f"{row.id}.json")]
@@ -94,11 +94,6 @@ def run_row(matrix: Matrix, row: MatrixRow, out: Path, *, trace: bool, timeout_s
                      result=result)
 
 
-def _write(path: Path, data: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1) + "\n")
-
-
 def run_matrix(matrix: Matrix, out: Path, *, trace: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S,
                budget_s: float = DEFAULT_BUDGET_S, launcher: Launcher | None = None,
                on_row: Callable[[RunRecord], None] | None = None) -> tuple[Plan, Summary]:
@@ -108,7 +103,7 @@ def run_matrix(matrix: Matrix, out: Path, *, trace: bool = False, timeout_s: flo
     the same rows so the plumbing is proven first). Dropped rows are recorded as ``skipped``.
     """
     the_plan = plan(matrix, budget_s)
-    _write(out / "plan.json", the_plan.model_dump(mode="json"))
+    write_json(out / "plan.json", the_plan.model_dump(mode="json"))
     keep = {r.id for r in the_plan.rows if r.keep}
     rows = sorted(matrix.rows, key=lambda r: -r.priority)  # stable: file order within a priority
     records = []
@@ -118,12 +113,12 @@ def run_matrix(matrix: Matrix, out: Path, *, trace: bool = False, timeout_s: flo
         else:
             rec = RunRecord(matrix=matrix.name, gpu=matrix.gpu, mode="trace" if trace else "gpu", row=row,
                             status="skipped")
-        _write(out / "runs" / f"{row.id}.json", rec.model_dump(mode="json"))
+        write_json(out / "runs" / f"{row.id}.json", rec.model_dump(mode="json"))
         records.append(rec)
         if on_row is not None:
             on_row(rec)
     summary = summarize(records)
-    _write(out / "summary.json", summary.model_dump(mode="json"))
+    write_json(out / "summary.json", summary.model_dump(mode="json"))
     (out / "summary.md").write_text(markdown_table(summary))
     return the_plan, summary
 
