@@ -98,20 +98,23 @@ def row_profile(row: MatrixRow) -> ModelProfile:
 
 
 def probe_flags(spec: TrainSpec) -> list[str]:
-    """``loraplan probe`` options that reproduce ``spec`` (every field, so defaults can change safely)."""
+    """``loraplan probe`` options that reproduce ``spec``: every field the method uses (so defaults can change
+    safely), none that it ignores (the CLI rejects those, :mod:`planner.cli.conflicts`)."""
     flags = [
-        "--method", spec.method.value, "--rank", str(spec.rank), "--alpha", repr(spec.alpha),
-        "--targets", ",".join(spec.targets), "--micro-batch", str(spec.micro_batch), "--seq-len", str(spec.seq_len),
+        "--method", spec.method.value, "--micro-batch", str(spec.micro_batch), "--seq-len", str(spec.seq_len),
         "--grad-accum", str(spec.grad_accum), "--optim", spec.optim.value, "--attn", spec.attn.value,
-        "--dtype", spec.dtype.value, "--quant-bits", str(spec.quant_bits),
-        "--grad-ckpt" if spec.grad_ckpt else "--no-grad-ckpt",
-        "--dora" if spec.dora else "--no-dora",
-        "--fp32-master" if spec.fp32_master else "--no-fp32-master",
-        "--double-quant" if spec.double_quant else "--no-double-quant",
-        "--kbit-prepare" if spec.kbit_prepare else "--no-kbit-prepare",
+        "--dtype", spec.dtype.value, "--grad-ckpt" if spec.grad_ckpt else "--no-grad-ckpt",
     ]
-    if spec.lora_dropout is not None:
-        flags += ["--lora-dropout", repr(spec.lora_dropout)]
+    if spec.method.value != "full":
+        flags += ["--rank", str(spec.rank), "--alpha", repr(spec.alpha), "--targets", ",".join(spec.targets),
+                  "--dora" if spec.dora else "--no-dora"]
+        if spec.lora_dropout is not None:
+            flags += ["--lora-dropout", repr(spec.lora_dropout)]
+    if spec.method.value == "qlora":
+        flags += ["--quant-bits", str(spec.quant_bits), "--double-quant" if spec.double_quant else "--no-double-quant",
+                  "--kbit-prepare" if spec.kbit_prepare else "--no-kbit-prepare"]
+    else:
+        flags += ["--fp32-master" if spec.fp32_master else "--no-fp32-master"]
     return flags
 
 
