@@ -53,7 +53,7 @@ def stack_line(stack: StackRef) -> str:
     order = ("transformers", "peft", "bitsandbytes", "torch")
     libs = [f"{_LIB_ABBREV.get(k, k)} {stack.versions[k].split('+')[0]}" for k in order
             if k in stack.versions and k != stack.framework]
-    where = "installed" if stack.detected else "named/newest modelled"
+    where = "installed" if stack.detected else "assumed"
     return f"stack: {fw}{' ' + own if own else ''}, {', '.join(libs)} ({where})"
 
 
