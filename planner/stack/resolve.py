@@ -99,6 +99,12 @@ def _range_warnings(named: dict[str, str]) -> list[str]:
     return out
 
 
+def framework_choices(framework: str) -> tuple[tuple[str, ...], bool]:
+    """The ``--loss`` values ``framework`` offers and whether it can use ``--liger``."""
+    fw = _frameworks()["frameworks"][framework]
+    return tuple(fw["losses"]), bool(fw["liger"])
+
+
 def framework_names() -> list[str]:
     return [f.value for f in Framework]
 
