@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import click
+from pydantic import ValidationError
 
 from planner.cli.options import _choice, _positive_int, parse_targets
 from planner.cli.output import emit_json
+from planner.errors import PlannerError
 from planner.serve.spec import Engine, KvDtype, Quant, ServeSpec
 from planner.specs import DType
 
@@ -52,10 +54,16 @@ def serve(model: str, gpu: str | None, dtype: str, quant: str, adapters: int, ra
     if not 0 < gpu_memory_utilization <= 1:
         raise click.BadParameter(f"must be in (0, 1], got {gpu_memory_utilization}",
                                  param_hint="--gpu-memory-utilization")
-    spec = ServeSpec(dtype=DType(dtype.lower()), quant=Quant(quant), adapters=adapters, rank=rank,
-                     targets=parse_targets(targets), merged=merged, batch=batch, context=context,
-                     engine=Engine(engine), kv_dtype=KvDtype(kv_dtype), gpu_memory_utilization=gpu_memory_utilization,
-                     prefill_chunk=prefill_chunk)
+    try:
+        spec = ServeSpec(dtype=DType(dtype.lower()), quant=Quant(quant), adapters=adapters, rank=rank,
+                         targets=parse_targets(targets), merged=merged, batch=batch, context=context,
+                         engine=Engine(engine), kv_dtype=KvDtype(kv_dtype),
+                         gpu_memory_utilization=gpu_memory_utilization, prefill_chunk=prefill_chunk)
+    except ValidationError as err:  # a combination the spec rejects: its own sentence, not pydantic's
+        first = err.errors()[0]
+        if first["type"] == "value_error" and not first["loc"]:
+            raise PlannerError(str(first["ctx"]["error"])) from None
+        raise
     est = serve_estimate(model, spec, gpu)
     if as_json:
         emit_json(est.model_dump(mode="json"))
