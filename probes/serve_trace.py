@@ -51,7 +51,7 @@ def trace_static_cache(config: dict[str, Any], batch: int, prompt_tokens: int, n
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
                              min_new_tokens=new_tokens, do_sample=False, cache_implementation="static",
                              return_dict_in_generate=True, pad_token_id=0)
-    cache = out.past_key_values
+    cache = out.cache  # transformers 5 GenerateDecoderOnlyOutput.cache (past_key_values is deprecated)
     total, lengths, sliding = 0, [], []
     for layer in cache.layers:
         keys, values = layer.keys, layer.values
