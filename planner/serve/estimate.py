@@ -111,7 +111,7 @@ def serve_estimate(spec: ServeSpec, config: ModelConfig, gpu: GpuProfile | None,
     slot = adapter_params_each(config, rank, ("all-linear",)) * d
     if spec.prefill_chunk is not None:
         batched = spec.prefill_chunk
-    elif spec.context > v["chunked_prefill_above_tokens"]:
+    elif spec.context > v["chunked_prefill_above_tokens"] and not lora_n and not any(windows):
         batched = int(v["chunked_prefill_max_num_batched_tokens"])
     else:
         batched = max(spec.context, int(v["min_max_num_batched_tokens"]))
