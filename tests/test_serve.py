@@ -159,6 +159,14 @@ def test_vllm_adapters_take_pool_space() -> None:
     assert not serve("llama-3-8b", ServeSpec(engine=Engine.VLLM, context=8192, adapters=n + 1), "4090").fits
 
 
+def test_vllm_slot_rank_rounds_up_to_an_allowed_rank() -> None:
+    at = {r: serve("llama-3-8b", ServeSpec(engine=Engine.VLLM, adapters=1, rank=r), "h100").adapter_each_gib
+          for r in (8, 16, 24, 32)}
+    assert at[8] == at[16] and at[24] == at[32] == 2 * at[16]
+    with pytest.raises(PlannerError, match="up to 256"):
+        serve("llama-3-8b", ServeSpec(engine=Engine.VLLM, adapters=1, rank=512), "h100")
+
+
 @pytest.mark.parametrize("row", serve_constants()["published"], ids=lambda r: r["name"])
 def test_published_vllm_rows(row: dict) -> None:
     """vLLM's own log lines (issue URL in profiles/serve.json) against ours, within the row's tolerance."""

@@ -58,6 +58,15 @@ def _activation_bytes(config: ModelConfig, tokens: int, hidden_n: int, inter_n: 
     return float(tokens) * (hidden_n * config.hidden_size + inter_n * _mlp_width(config)) * dtype_bytes
 
 
+def _vllm_slot_rank(rank: int, v: dict) -> int:
+    """The ``max_lora_rank`` a vLLM slot is allocated at: the smallest allowed value >= max(rank, default 16)."""
+    wanted = max(rank, int(v["max_lora_rank"]))
+    allowed = [r for r in v["max_lora_ranks"] if r >= wanted]
+    if not allowed:
+        raise PlannerError(f"--rank {rank}: vLLM serves LoRA ranks up to {max(v['max_lora_ranks'])}")
+    return int(allowed[0])
+
+
 def _check(config: ModelConfig, spec: ServeSpec, gpu: GpuProfile | None, name: str) -> list[str]:
     warnings = []
     if spec.context > config.max_position_embeddings:
@@ -107,7 +116,9 @@ def serve_estimate(spec: ServeSpec, config: ModelConfig, gpu: GpuProfile | None,
         return _hf(spec, config, gpu, name, weights, per_layer_token, tokens, kv_seq, warnings)
     assert gpu is not None
     v = consts["vllm"]
-    rank = max(spec.rank, int(v["max_lora_rank"]))
+    rank = _vllm_slot_rank(spec.rank, v)
+    if spec.targets != ("all-linear",) and spec.adapter_count:
+        warnings.append("vLLM allocates LoRA slots on every linear layer; --targets changes only the hf estimate")
     slot = adapter_params_each(config, rank, ("all-linear",)) * d
     if spec.prefill_chunk is not None:
         batched = spec.prefill_chunk
