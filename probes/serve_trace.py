@@ -60,3 +60,24 @@ def trace_static_cache(config: dict[str, Any], batch: int, prompt_tokens: int, n
         sliding.append(bool(getattr(layer, "is_sliding", False)))
     return CacheTrace(kv_bytes=total, tokens_per_layer=lengths, sliding=sliding, batch=batch,
                       prompt_tokens=prompt_tokens, new_tokens=new_tokens)
+
+
+def trace_prefill_peak(config: dict[str, Any], batch: int, prompt_tokens: int, dtype: str = "bf16") -> int:
+    """Peak bytes of everything but the weights while ``generate`` runs one prefill (``max_new_tokens=1``).
+
+    Counted with :class:`probes.memtrack.LiveBytesTracker` (every storage an op creates); the parameters and
+    buffers are registered first and subtracted, so the figure is static cache + activations + logits.
+    """
+    from probes.memtrack import LiveBytesTracker
+
+    model = build_model(config, dtype)
+    ids = torch.randint(3, model.config.vocab_size, (batch, prompt_tokens), generator=torch.Generator().manual_seed(0))
+    tracker = LiveBytesTracker()
+    with torch.no_grad(), tracker:
+        for tensor in [*model.parameters(), *model.buffers()]:
+            tracker.track(tensor)
+        weights = tracker.live_bytes
+        tracker.reset_peak()
+        model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=1, min_new_tokens=1,
+                       do_sample=False, cache_implementation="static", pad_token_id=0)
+    return int(tracker.peak_bytes - weights)

@@ -67,6 +67,25 @@ def _vllm_slot_rank(rank: int, v: dict) -> int:
     return int(allowed[0])
 
 
+def _hf_prefill_bytes(config: ModelConfig, tokens: int, d: float) -> float:
+    """Peak of one sequence's prefill in transformers (no grad): the largest of a decoder layer's MLP, its
+    attention's rotary step and an RMSNorm's float32 upcast, plus the rotary cos/sin tables
+    (``profiles/serve.json`` ``hf``; measured by ``probes.serve_trace.trace_prefill_peak``)."""
+    h = serve_constants()["hf"]
+    arch = architecture(config)
+    hidden = config.hidden_size
+    q = config.num_attention_heads * config.head_dim
+    kv = config.num_key_value_heads * config.head_dim
+    mlp = _activation_bytes(config, tokens, h["activation_hidden_tensors"], h["activation_intermediate_tensors"], d)
+    q_tensors = h["attention_q_tensors"] if arch.rotary_tables else 1
+    attn = float(tokens) * (h["attention_hidden_tensors"] * hidden + q_tensors * q + h["attention_kv_tensors"] * kv) * d
+    norm = 0.0
+    if not arch.norm_has_bias:  # RMSNorm upcasts to float32 (LayerNorm models normalize in the kernel)
+        norm = float(tokens) * hidden * (h["norm_hidden_tensors"] * d + h["norm_fp32_hidden_tensors"] * 4.0)
+    rotary = h["rotary_tensors"] * float(tokens) * config.head_dim * d if arch.rotary_tables else 0.0
+    return max(mlp, attn, norm) + rotary
+
+
 def _check(config: ModelConfig, spec: ServeSpec, gpu: GpuProfile | None, name: str) -> list[str]:
     warnings = []
     if spec.context > config.max_position_embeddings:
@@ -173,15 +192,14 @@ def _hf(spec: ServeSpec, config: ModelConfig, gpu: GpuProfile | None, name: str,
     lora_n = spec.adapter_count
     each = adapter_params_each(config, spec.rank, spec.targets) * float(h["adapter_bytes"])
     prompt = spec.prefill_chunk or spec.context
-    act_seq = _activation_bytes(config, prompt, h["activation_hidden_tensors"], h["activation_intermediate_tensors"], d)
-    mask_seq = float(prompt) * spec.context * h["mask_bytes"]
+    act_seq = _hf_prefill_bytes(config, prompt, d)
     logits_seq = h["logits_rows_per_sequence"] * config.vocab_size * (d + float(h["logits_bytes"]))
     lora_seq = prompt * (spec.rank + _widest_out(config, spec.targets)) * d
     lora_t = spec.batch * lora_seq if lora_n else 0.0
     fmt = serve_constants()["quant_formats"].get(spec.quant.value, {})
     dequant = widest_quantized_weight(config, spec.quant) * d if fmt.get("prefill_dequant") else 0.0
     overhead = cublas_workspace_bytes(gpu) + cuda_context_bytes(gpu, None)
-    per_seq = kv_seq + act_seq + mask_seq + logits_seq
+    per_seq = kv_seq + act_seq + logits_seq
     fixed = weights + dequant + overhead
     total = fixed + lora_n * each + lora_t + spec.batch * per_seq
     budget = fits = concurrent = max_adapters = None
@@ -202,7 +220,7 @@ def _hf(spec: ServeSpec, config: ModelConfig, gpu: GpuProfile | None, name: str,
         adapters_gib=lora_n * each / GIB, lora_transient_gib=lora_t / GIB, dequant_transient_gib=dequant / GIB,
         kv_bytes_per_token=per_layer_token * config.num_hidden_layers, kv_tokens_per_layer=tokens,
         kv_sequence_gib=kv_seq / GIB, kv_cache_gib=spec.batch * kv_seq / GIB,
-        prefill_activations_gib=spec.batch * (act_seq + mask_seq) / GIB, logits_gib=spec.batch * logits_seq / GIB,
+        prefill_activations_gib=spec.batch * act_seq / GIB, logits_gib=spec.batch * logits_seq / GIB,
         overhead_gib=overhead / GIB, total_gib=total / GIB, budget_gib=None if budget is None else budget / GIB,
         fits=fits, max_concurrent_sequences=concurrent, max_adapters=max_adapters, warnings=warnings,
         sources=SOURCES,

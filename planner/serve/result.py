@@ -50,7 +50,7 @@ class ServeEstimate(Frozen):
     kv_cache_gib: float
     """KV cache of ``batch`` sequences of ``context`` tokens."""
     prefill_activations_gib: float
-    """Peak activation of one forward (HF: batch x prefill tokens; vLLM: the profiling run)."""
+    """Peak activation of one forward, no grad (HF: batch x prefill tokens; vLLM: the profiling run)."""
     logits_gib: float
     overhead_gib: float
     """HF: CUDA context + cuBLAS workspace; vLLM: its non-torch memory."""

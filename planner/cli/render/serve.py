@@ -34,7 +34,7 @@ def _rows(est: ServeEstimate) -> list[tuple[str, float, str]]:
         ("dequant", est.dequant_transient_gib, "16-bit copy of the widest weight"),
         ("kv cache", est.kv_cache_gib, f"{est.kv_bytes_per_token / 1024:.0f} KiB/token, "
          f"{est.spec.batch} x {est.spec.context} tokens"),
-        ("prefill", est.prefill_activations_gib, "profile run peak" if vllm else "MLP peak + attention mask"),
+        ("prefill", est.prefill_activations_gib, "profile run peak" if vllm else "one layer's MLP peak, rotary tables"),
         ("logits", est.logits_gib, "sampled rows, fp32"),
         ("overhead", est.overhead_gib, "non-torch memory" if vllm else "CUDA context, cuBLAS workspace"),
     ]
