@@ -11,6 +11,7 @@ from planner.recommender.request import Request
 from planner.recommender.schemas import Plan
 from planner.recommender.search import Candidate, Search
 from planner.specs import DType, Method, ModelProfile, TrainSpec
+from planner.stack.stack import default_stack
 
 
 def _hub_id(profile: ModelProfile) -> str:
@@ -122,6 +123,17 @@ def assumptions(search: Search) -> list[str]:
     if u.provenance.value != "measured" and u.from_gpu != search.gpu.name:
         out.append(f"no published or measured run on a {search.gpu.name}: its utilization is {u.provenance.value} "
                    f"from {u.from_gpu} runs; run `loraplan probe` on it to measure")
-    out.append("single GPU, transformers Trainer / TRL SFTTrainer + PEFT + bitsandbytes, SDPA attention, "
-               "standard (unchunked) loss")
+    out += stack_assumptions(search.request)
     return out
+
+
+def stack_assumptions(req: Request) -> list[str]:
+    """The modelled stack (the default: one fixed line) and what resolving a named one warned."""
+    stack = req.resolved_stack()
+    if stack.name == default_stack().name:
+        return ["single GPU, transformers Trainer / TRL SFTTrainer + PEFT + bitsandbytes, SDPA attention, "
+                "standard (unchunked) loss"] + list(req.stack_warnings)
+    out = [f"single GPU, SDPA attention, stack {stack.framework}: {stack.description}"]
+    if not stack.traced:
+        out.append(f"{stack.framework} stack is modelled from the libraries' sources, not traced")
+    return out + list(req.stack_warnings)
