@@ -171,13 +171,45 @@ def test_axolotl_config_keys(method: str, targets: None) -> None:
         assert config["lora_r"] == plan.rank and config["lora_target_linear"] is True
 
 
-@pytest.mark.parametrize("framework", ["torchtune", "litgpt"])
-def test_no_invented_snippet(framework: str) -> None:
-    code = _plan(framework, methods=["lora"]).plans[0].code
-    assert code.python is None and code.yaml is None
-    assert code.note.startswith(f"snippet not available for {framework}")
-    res = _run("recommend", "llama-3-8b", "--gpu", "4090", "--top", "1", "--framework", framework)
+TORCHTUNE_KEYS = {"batch_size", "gradient_accumulation_steps", "epochs", "model.lora_rank", "model.lora_alpha",
+                  "model.lora_dropout", "model.lora_attn_modules", "model.apply_lora_to_mlp", "tokenizer.max_seq_len",
+                  "optimizer.lr", "optimizer._component_", "lr_scheduler.num_warmup_steps",
+                  "enable_activation_checkpointing", "dtype"}
+"""Override keys present in every torchtune v0.6.1 config loraplan maps (profiles/stacks/snippets.json)."""
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_torchtune_command(method: str) -> None:
+    plan = _plan("torchtune", methods=[method], dataset_tokens=2e7).plans[0]
+    code = plan.code
+    assert code.python is None and code.shell is not None and code.note is None
+    assert f"tune run lora_finetune_single_device --config llama3/8B_{method}_single_device" in code.shell
+    overrides = dict(re.findall(r'^  "?([\w.]+)=([^ "]+)"? ?\\?$', code.shell, re.M))
+    assert set(overrides) <= TORCHTUNE_KEYS and overrides["batch_size"] == str(plan.micro_batch)
+    assert overrides["gradient_accumulation_steps"] == str(plan.grad_accum)
+    assert overrides["model.lora_rank"] == str(plan.rank) and overrides["tokenizer.max_seq_len"] == str(plan.seq_len)
+    assert overrides["enable_activation_checkpointing"] == str(plan.grad_ckpt)
+
+
+def test_torchtune_without_a_config_says_so() -> None:
+    code = _plan("torchtune", model="qwen2.5-7b", methods=["lora"]).plans[0].code
+    assert code.shell is None and code.note == "snippet not available for torchtune: loraplan maps no torchtune " \
+        "config to qwen2.5-7b"
+    res = _run("recommend", "qwen2.5-7b", "--gpu", "4090", "--top", "1", "--framework", "torchtune")
     assert res.exit_code == 0 and "snippet not available" in res.output
+
+
+def test_litgpt_plans_have_no_checkpointing() -> None:
+    """litgpt's single-device finetune_lora cannot checkpoint: only plans without it, and a command for them."""
+    rec = _plan("litgpt", model="llama-3.2-1b", gpu="4090")
+    assert rec.plans and not any(p.grad_ckpt for p in rec.plans)
+    shell = rec.plans[0].code.shell
+    assert shell.startswith("litgpt finetune_lora meta-llama/Llama-3.2-1B")
+    for flag in ("--precision bf16-true", f"--lora_r {rec.plans[0].rank}", "--train.max_seq_length 2048",
+                 f"--train.micro_batch_size {rec.plans[0].micro_batch}", "--train.global_batch_size 16"):
+        assert flag in shell
+    none = _plan("litgpt", gpu="4090")
+    assert not none.plans and "no checkpointing: litgpt has none" in none.reason
 
 
 def test_text_output_shows_the_axolotl_config() -> None:

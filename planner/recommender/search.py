@@ -37,7 +37,7 @@ from planner.recommender.request import Request
 from planner.results import Estimate
 from planner.specs import Attn, DType, GpuProfile, Method, ModelProfile, Optim, TrainSpec
 from planner.stack.optimizers import optimizer_info
-from planner.stack.snippet_options import kbit_prepare_fixed
+from planner.stack.snippet_options import checkpointing_available, kbit_prepare_fixed
 from planner.stack.stack import KbitPrepare
 from planner.time import TimeBreakdown, time_breakdown, utilization
 
@@ -70,7 +70,8 @@ class Search:
     budget: float = 0.0
     _cache: dict = field(default_factory=dict)
     leanest: dict = field(default_factory=dict)
-    """(method, targets) -> device peak at micro-batch 1 with checkpointing, best optimizer (for the 'why' lines)."""
+    """(method, targets) -> device peak at micro-batch 1 with checkpointing (where the framework has it), best
+    optimizer (for the 'why' lines)."""
     fitted: set = field(default_factory=set)
     """(method, targets) that have at least one fitting configuration."""
 
@@ -195,7 +196,7 @@ class Search:
         for kbit, optim in itertools.product(kbit_prepare_choices(method, self.request), rules.OPTIM_PREFERENCE):
             train = self.spec(method, targets, rank, mb, ckpt, optim, kbit)
             est = self.estimate(train)
-            if ckpt and mb == 1:
+            if mb == 1 and ckpt == checkpointing_available(self.request.framework):
                 key = (method, targets)
                 self.leanest[key] = min(self.leanest.get(key, math.inf), est.peak_gib.device)
             if self.fits(est):
@@ -204,7 +205,7 @@ class Search:
 
     def _group(self, method: Method, targets: str | None, rank: int, rank_tier: int) -> list[Candidate]:
         found: list[Candidate] = []
-        for ckpt in (True, False):
+        for ckpt in (True, False) if checkpointing_available(self.request.framework) else (False,):
             fitted_any = False
             for mb in self.micro_batches():
                 cand = self._first_fitting(method, targets, rank, mb, ckpt, rank_tier)

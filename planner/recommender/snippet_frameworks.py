@@ -1,5 +1,6 @@
 """A plan's code for the framework the user runs: TRL ``SFTTrainer``, plain ``transformers.Trainer``, Unsloth,
-an axolotl config; a note where loraplan cannot write that framework's config yet (torchtune, litgpt).
+an axolotl config, a torchtune or litgpt command line; a note where the plan cannot be written for it (a model
+without a torchtune config, litgpt with checkpointing, no bf16).
 
 Which snippet a framework gets and the option names at its versions: ``profiles/stacks/snippets.json``
 (:mod:`planner.stack.snippet_options`); the option lists were read from the sources cited there.
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 from planner.recommender import snippets
 from planner.specs import DType, Method, TrainSpec
 from planner.stack.optimizers import optimizer_info
-from planner.stack.snippet_options import SnippetOptions, snippet_kind, snippet_source
+from planner.stack.snippet_options import SnippetOptions, snippet_kind, snippet_source, torchtune_config
+from planner.stack.snippet_options import torchtune_optimizer
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,10 @@ class PlanCode:
     scheduler: str
     warmup: float
     epochs: float
+    model: str = ""
+    """loraplan model name (torchtune's config is chosen by it)."""
+    optimizer_steps: int | None = None
+    """Optimizer steps of the job (torchtune's warmup is in steps); None without a dataset size."""
 
 
 def _sft(t: TrainSpec, p: PlanCode, names: SnippetOptions, call: str = "SFTConfig", max_length: bool = True,
@@ -77,8 +83,13 @@ def code_for(framework: str | None, t: TrainSpec, p: PlanCode, names: SnippetOpt
         sft = _sft(t, p, names, checkpointing=False)
         return snippets.Code(lora_config=None, bnb_config=None, sft_config=sft, framework="unsloth",
                              versions=versions, python=unsloth_script(t, p, sft))
-    return snippets.Code(lora_config=None, bnb_config=None, sft_config=None, python=None, framework="axolotl",
-                         versions=versions, yaml=axolotl_yaml(t, p))
+    if kind == "axolotl":
+        return snippets.Code(lora_config=None, bnb_config=None, sft_config=None, python=None, framework="axolotl",
+                             versions=versions, yaml=axolotl_yaml(t, p))
+    shell, why = (torchtune_command(t, p) if kind == "torchtune" else litgpt_command(t, p))
+    return snippets.Code(lora_config=None, bnb_config=None, sft_config=None, python=None, framework=kind,
+                         versions=versions, shell=shell,
+                         note=None if shell else f"snippet not available for {kind}: {why}")
 
 
 def trainer_script(t: TrainSpec, p: PlanCode, lora: str | None, bnb: str | None, args: str,
@@ -206,3 +217,69 @@ def axolotl_yaml(t: TrainSpec, p: PlanCode) -> str:
         "    type: alpaca  # its prompt format",
     ]
     return "\n".join(lines) + "\n"
+
+
+_TORCHTUNE_ATTN = {"all-linear": ["q_proj", "k_proj", "v_proj", "output_proj"],
+                   "attn": ["q_proj", "k_proj", "v_proj", "output_proj"], "qv": ["q_proj", "v_proj"]}
+"""loraplan target presets -> torchtune ``lora_attn_modules`` (``LORA_ATTN_MODULES``); MLP: all-linear only."""
+
+
+def torchtune_command(t: TrainSpec, p: PlanCode) -> tuple[str | None, str]:
+    """``tune run lora_finetune_single_device --config ...`` with the plan as overrides, or (None, why not)."""
+    prefix = torchtune_config(p.model)
+    target = t.targets[0] if len(t.targets) == 1 else None
+    component = torchtune_optimizer(t.optim.value)
+    why = ("loraplan maps no torchtune config to " + p.model if prefix is None
+           else "full fine-tuning (loraplan writes LoRA/QLoRA recipes only)" if t.method is Method.FULL
+           else "torchtune trains in bf16 or fp32; this GPU has no bf16" if t.dtype is not DType.BF16
+           else f"targets {', '.join(t.targets)}" if target not in _TORCHTUNE_ATTN
+           else f"optimizer {t.optim.value}" if component is None else "")
+    if why:
+        return None, why
+    method = "qlora" if t.method is Method.QLORA else "lora"
+    args = [
+        f"batch_size={t.micro_batch}", f"gradient_accumulation_steps={t.grad_accum}",
+        f"epochs={_yaml(float(p.epochs))}", f"model.lora_rank={t.rank}",
+        f"model.lora_alpha={_yaml(float(t.alpha))}", f"model.lora_dropout={_yaml(float(t.lora_dropout))}",
+        f'"model.lora_attn_modules=[{",".join(_TORCHTUNE_ATTN[str(target)])}]"',
+        f"model.apply_lora_to_mlp={target == 'all-linear'}", f"tokenizer.max_seq_len={t.seq_len}",
+        f"optimizer.lr={_yaml(float(p.learning_rate))}",
+    ]
+    if component != "torch.optim.AdamW":
+        args += [f"optimizer._component_={component}", "~optimizer.fused"]
+    if p.optimizer_steps is not None:
+        args.append(f"lr_scheduler.num_warmup_steps={max(1, round(p.warmup * p.optimizer_steps))}")
+    args += [f"enable_activation_checkpointing={t.grad_ckpt}", "dtype=bf16"]
+    lines = ["# checkpoint and tokenizer: the config's paths (tune download first), or override",
+             "# checkpointer.checkpoint_dir=... tokenizer.path=...",
+             f"tune run lora_finetune_single_device --config {prefix}_{method}_single_device \\"]
+    lines += [f"  {a} \\" for a in args[:-1]] + [f"  {args[-1]}"]
+    return "\n".join(lines) + "\n", ""
+
+
+def litgpt_command(t: TrainSpec, p: PlanCode) -> tuple[str | None, str]:
+    """``litgpt finetune_lora <hub id> ...`` with the plan's flags, or (None, why not)."""
+    target = t.targets[0] if len(t.targets) == 1 else None
+    why = ("full fine-tuning (loraplan writes finetune_lora only)" if t.method is Method.FULL
+           else "finetune_lora has no activation checkpointing; this plan needs it" if t.grad_ckpt
+           else "this GPU has no bf16 (loraplan writes bf16-true only)" if t.dtype is not DType.BF16
+           else f"targets {', '.join(t.targets)}" if target not in _TORCHTUNE_ATTN
+           else f"optimizer {t.optim.value} (loraplan writes AdamW only)" if t.optim.value != "adamw"
+           else f"{p.epochs:g} epochs (litgpt takes whole epochs)" if not float(p.epochs).is_integer() else "")
+    if why:
+        return None, why
+    mlp = target == "all-linear"
+    flags = [
+        "--precision bf16-true",
+        *(["--quantize " + ("bnb.nf4-dq" if t.double_quant else "bnb.nf4")] if t.method is Method.QLORA else []),
+        f"--lora_r {t.rank}", f"--lora_alpha {int(t.alpha)}", f"--lora_dropout {_yaml(float(t.lora_dropout))}",
+        "--lora_query true", f"--lora_key {str(target != 'qv').lower()}", "--lora_value true",
+        f"--lora_projection {str(target != 'qv').lower()}", f"--lora_mlp {str(mlp).lower()}", "--lora_head false",
+        f"--train.micro_batch_size {t.micro_batch}", f"--train.global_batch_size {t.micro_batch * t.grad_accum}",
+        f"--train.max_seq_length {t.seq_len}", f"--train.epochs {int(p.epochs)}",
+        "--train.lr_warmup_steps 0", f"--train.lr_warmup_fraction {_yaml(float(p.warmup))}",
+        "--optimizer '{\"class_path\": \"torch.optim.AdamW\", \"init_args\": {\"lr\": "
+        + _yaml(float(p.learning_rate)) + "}}'",
+    ]
+    lines = [f"litgpt finetune_lora {p.hub_id} \\"] + [f"  {f} \\" for f in flags[:-1]] + [f"  {flags[-1]}"]
+    return "\n".join(lines) + "\n", ""

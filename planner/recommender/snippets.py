@@ -30,6 +30,8 @@ class Code(Frozen):
     """All of it as one script skeleton (model loading included); None for a config-file framework."""
     yaml: str | None = None
     """The framework's config file (axolotl: ``axolotl train config.yml``)."""
+    shell: str | None = None
+    """The framework's command line (torchtune ``tune run``, litgpt ``finetune_lora``)."""
     framework: str = "trl"
     """Whose API the snippet uses: trl (TRL SFTTrainer), trainer, unsloth, axolotl; or the named framework
     that has none (then ``note`` says why)."""

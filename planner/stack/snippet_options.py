@@ -68,3 +68,18 @@ def snippet_source(framework: str | None) -> str:
 def kbit_prepare_fixed(framework: str | None) -> bool:
     """Whether ``framework``'s trainer decides QLoRA's casts (recommend then searches only its choice)."""
     return framework is not None and framework in _data()["kbit_prepare_fixed"]["value"]
+
+
+def torchtune_config(model: str) -> str | None:
+    """The torchtune config prefix of loraplan model ``model`` (``llama3/8B``), None when it has none."""
+    return _data()["torchtune_configs"]["value"].get(model)
+
+
+def torchtune_optimizer(optim: str) -> str | None:
+    """The ``optimizer._component_`` class path of loraplan optimizer ``optim``, None when torchtune has none."""
+    return _data()["torchtune_optimizers"]["value"].get(optim)
+
+
+def checkpointing_available(framework: str | None) -> bool:
+    """Whether ``framework`` can checkpoint activations on one GPU (litgpt ``finetune_lora`` cannot)."""
+    return framework is None or framework not in _data()["no_checkpointing"]["value"]

@@ -103,6 +103,9 @@ def _code(p: Plan, console: Console) -> None:
     elif code.yaml is not None:
         console.print(f"  {code.framework} config (config.yml; {code.framework} train config.yml):")
         console.print(Syntax(code.yaml, "yaml", theme="ansi_dark", word_wrap=True))
+    elif code.shell is not None:
+        console.print(f"  {code.framework} command:")
+        console.print(Syntax(code.shell, "bash", theme="ansi_dark", word_wrap=True))
     elif code.note is not None:
         console.print(f"  code: {escape(code.note)}", highlight=False)
 
