@@ -58,14 +58,9 @@ def request_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _stack_request(values: dict[str, Any]) -> dict[str, Any]:
-    """Resolve and remove the stack options: the request's stack, its warnings and the named framework.
-
-    The framework counts as named only when given on the command line (without it the snippets stay
-    TRL ``SFTTrainer`` ones); ``--versions`` also set the versions the snippets follow.
-    """
-    ctx = click.get_current_context(silent=True)
-    named = ctx is not None and ctx.get_parameter_source("framework") not in (None, click.core.ParameterSource.DEFAULT)
-    framework = values.get("framework") if named else None
+    """Resolve and remove the stack options: the request's stack, its warnings, the framework (its snippets)
+    and the ``--versions`` the snippets follow (e.g. ``trl`` on a trainer stack)."""
+    framework = values.get("framework")
     code_versions = dict(values.get("versions") or {})
     resolution = stack_from_options(values)
     return {"stack": resolution.stack, "stack_detected": resolution.detected,

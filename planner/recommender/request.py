@@ -35,7 +35,8 @@ class Request(Frozen):
     stack_warnings: tuple[str, ...] = ()
     """What resolving the stack warned (a version outside every modelled range)."""
     framework: str | None = None
-    """The framework the user named (its API for the snippets, its QLoRA casts); None: not named."""
+    """The framework whose API the snippets use and whose trainer decides QLoRA casts; None: none given (the TRL
+    ``SFTTrainer`` snippet, QLoRA searched with and without kbit-prepare)."""
     code_versions: dict[str, str] = {}
     """Library versions the snippets are written for, over the stack's (e.g. ``trl`` on a trainer stack)."""
 

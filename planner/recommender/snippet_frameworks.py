@@ -56,7 +56,7 @@ def _bnb(t: TrainSpec) -> str | None:
 
 
 def code_for(framework: str | None, t: TrainSpec, p: PlanCode, names: SnippetOptions) -> snippets.Code:
-    """The snippet of ``framework`` (None: not named, the TRL ``SFTTrainer`` one) for plan ``t``."""
+    """The snippet of ``framework`` (None: none given, the library API without a stack: the TRL ``SFTTrainer`` one) for plan ``t``."""
     kind = snippet_kind(framework)
     versions = dict(names.versions)
     if kind is None:

@@ -15,7 +15,7 @@ from planner.specs import Frozen
 from planner.stack.versions import _cmp, release, satisfies
 
 DEFAULT_SNIPPETS = "default"
-"""The ``frameworks`` entry used when no framework was named (the TRL SFTTrainer snippet)."""
+"""The ``frameworks`` entry used when no framework is given (the TRL SFTTrainer snippet)."""
 
 
 class SnippetOptions(Frozen):
@@ -55,7 +55,7 @@ def snippet_options(versions: dict[str, str]) -> SnippetOptions:
 def snippet_kind(framework: str | None) -> str | None:
     """The snippet ``framework`` gets (``trl``, ``trainer``, ``unsloth``, ``axolotl``), None when there is none.
 
-    ``framework`` None: no framework named (the TRL SFTTrainer snippet).
+    ``framework`` None: none given (the TRL SFTTrainer snippet).
     """
     return _data()["frameworks"][framework or DEFAULT_SNIPPETS]["snippet"]
 
