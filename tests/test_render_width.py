@@ -170,7 +170,8 @@ def test_recommend_cli_at_80_columns_breaks_no_word() -> None:
 
     from planner.cli import cli
 
-    res = CliRunner().invoke(cli, ["recommend", "llama-3-8b", "--gpu", "4090", "--dataset-tokens", "20M", "--no-code"],
+    res = CliRunner().invoke(cli, ["recommend", "llama-3-8b", "--gpu", "4090", "--dataset-tokens", "20M", "--no-code",
+                                   "--framework", "trainer"],  # the row below is the Trainer stack's plan
                              env={"COLUMNS": "80"})
     assert res.exit_code == 0, res.output
     table = res.output.split("Plans (quality tier first, then fastest)")[1].split("\n\n")[0]

@@ -11,6 +11,7 @@ from planner import recommender
 from planner.cli.dataset_options import dataset_options, pop_dataset
 from planner.cli.gpu import detect_gpu_profile
 from planner.cli.output import emit_json
+from planner.cli.stack_options import stack_from_options, stack_options
 from planner.estimator.fits import DEFAULT_HEADROOM
 from planner.recommender.rules import Task
 
@@ -56,7 +57,17 @@ def request_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def _request(values: dict[str, Any]) -> Any:
+def _stack_request(values: dict[str, Any]) -> dict[str, Any]:
+    """Resolve and remove the stack options: the request's stack, its warnings, the framework (its snippets)
+    and the ``--versions`` the snippets follow (e.g. ``trl`` on a trainer stack)."""
+    framework = values.get("framework")
+    code_versions = dict(values.get("versions") or {})
+    resolution = stack_from_options(values)
+    return {"stack": resolution.stack, "stack_detected": resolution.detected,
+            "stack_warnings": resolution.warnings, "framework": framework, "code_versions": code_versions}
+
+
+def _request(values: dict[str, Any], stack: dict[str, Any]) -> Any:
     method = values.get("method") or "auto"
     return recommender.make_request(
         dataset_tokens=values.get("dataset_tokens"),
@@ -69,6 +80,7 @@ def _request(values: dict[str, Any]) -> Any:
         headroom=values["headroom"],
         top=values.get("top", 1),
         methods=None if method == "auto" else [method],
+        **stack,
     )
 
 
@@ -76,6 +88,7 @@ def _request(values: dict[str, Any]) -> Any:
 @click.argument("model")
 @click.option("--gpu", default=None, help="GPU profile name or alias; default: the local GPU.")
 @request_options
+@stack_options
 @dataset_options
 @click.option("--top", type=int, default=3, show_default=True, help="Plans to show.")
 @click.option("--prices", type=click.Path(dir_okay=False), default=None,
@@ -89,10 +102,11 @@ def recommend(model: str, gpu: str | None, prices: str | None, code: bool, as_js
     """
     from planner.cli.recommend_dataset import apply_dataset, dataset_file_report
 
+    stack = _stack_request(values)
     data_values = pop_dataset(values)
     analysis = apply_dataset(model, values, data_values)
     result = recommender.recommend(model, gpu if gpu is not None else detect_gpu_profile(), gpu_detected=gpu is None,
-                                   request=_request(values), prices=prices)
+                                   request=_request(values, stack), prices=prices)
     report = dataset_file_report(analysis, model, result, gpu, values, data_values)
     if as_json:
         data = result.model_dump(mode="json")
@@ -112,6 +126,7 @@ def recommend(model: str, gpu: str | None, prices: str | None, code: bool, as_js
 @click.command()
 @click.argument("model")
 @request_options
+@stack_options
 @click.option("--provider", default=None, help="Comma-separated providers (aws,gcp,azure,lambda,runpod).")
 @click.option("--max-price-per-hour", type=float, default=None, help="Skip instances above this USD/hour.")
 @click.option("--prices", type=click.Path(dir_okay=False), default=None,
@@ -121,8 +136,9 @@ def recommend(model: str, gpu: str | None, prices: str | None, code: bool, as_js
 def instances(model: str, provider: str | None, max_price_per_hour: float | None, prices: str | None,
               show_all: bool, as_json: bool, **values: Any) -> None:
     """Where to run MODEL's fine-tuning: each cloud instance's best plan, time and cost, cheapest first."""
+    stack = _stack_request(values)
     report = recommender.plan_instances(
-        model, request=_request(values), prices=prices,
+        model, request=_request(values, stack), prices=prices,
         providers=provider.split(",") if provider is not None else None, max_price_per_hour=max_price_per_hour,
     )
     if as_json:

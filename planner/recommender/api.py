@@ -73,4 +73,5 @@ def recommend(
         assumptions=tuple(assumptions(search)),
         searched=search.evaluated,
         alternatives=alts,
+        stack=request.resolved_stack().ref(request.stack_detected),
     )

@@ -8,11 +8,12 @@ from planner.catalog import load_gpu, load_model
 from planner.errors import PlannerError
 from planner.inputs import check_number
 from planner.recommender.catalogue import Instance, load_instances
-from planner.recommender.plan import build_plan
+from planner.recommender.plan import build_plan, stack_assumptions
 from planner.recommender.request import Request, make_request
 from planner.recommender.schemas import InstanceResult, InstancesReport, Plan
 from planner.recommender.search import best_plan
 from planner.specs import ModelProfile
+from planner.stack.stack import default_stack
 
 ASSUMPTIONS = (
     "sorted by cost for the job (by USD per million tokens when no dataset size is given: the same order)",
@@ -115,4 +116,11 @@ def plan_instances(
         has_profile, plan = per_gpu[inst.gpu]
         results.append(_result(inst, plan, has_profile))
     return InstancesReport(instances=tuple(_sorted_marking_fastest(results)), model=profile.name,
-                           dataset=request.dataset(), assumptions=ASSUMPTIONS, searched=searched)
+                           dataset=request.dataset(), assumptions=ASSUMPTIONS + _stack_notes(request), searched=searched,
+                           stack=request.resolved_stack().ref(request.stack_detected))
+
+
+def _stack_notes(request: Request) -> tuple[str, ...]:
+    """A named stack's assumptions (none for the default stack, whose plans the catalogue was sized on)."""
+    return () if request.stack is None or request.stack.name == default_stack().name else tuple(
+        stack_assumptions(request))

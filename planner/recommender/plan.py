@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import math
 
-from planner.model.targets import peft_target_modules
+from planner.model.targets import peft_target_modules, resolve_targets
 from planner.recommender import rules, snippets
 from planner.recommender.reasons import plan_reasons
+from planner.recommender.snippet_frameworks import PlanCode, code_for
 from planner.recommender.request import Request
 from planner.recommender.schemas import Plan
 from planner.recommender.search import Candidate, Search
 from planner.specs import DType, Method, ModelProfile, TrainSpec
+from planner.stack.resolve import newest_versions
+from planner.stack.snippet_options import snippet_options
+from planner.stack.stack import default_stack
 
 
 def _hub_id(profile: ModelProfile) -> str:
@@ -18,18 +22,25 @@ def _hub_id(profile: ModelProfile) -> str:
 
 
 def _code(search: Search, t: TrainSpec, modules: str | list[str] | None, learning_rate: float) -> snippets.Code:
-    """Ready-to-paste LoraConfig / BitsAndBytesConfig / SFTConfig and the script around them."""
-    lora = None if t.method is Method.FULL else snippets.lora_config(t.rank, t.alpha, modules, t.lora_dropout, False)
-    bnb = snippets.bnb_config(t.dtype, t.double_quant) if t.method is Method.QLORA else None
-    sft = snippets.sft_config(
-        micro_batch=t.micro_batch, grad_accum=t.grad_accum, grad_ckpt=t.grad_ckpt, optim=t.optim,
-        learning_rate=learning_rate, scheduler=rules.SCHEDULER, warmup=rules.WARMUP_RATIO,
-        epochs=search.request.epochs, dtype=t.dtype, max_length=t.seq_len,
-    )
-    return snippets.Code(lora_config=lora, bnb_config=bnb, sft_config=sft,
-                         python=snippets.script(hub_id=_hub_id(search.profile), dtype=t.dtype, lora=lora,
-                                                bnb=bnb, sft=sft, fp32_master=t.fp32_master,
-                                                kbit_prepare=t.kbit_prepare))
+    """Ready-to-paste code for the request's framework at its stack's versions (LoraConfig / SFTConfig / ...)."""
+    req = search.request
+    stack = req.resolved_stack()
+    versions = {**newest_versions(), **stack.versions, **req.code_versions}
+    explicit = [] if t.method is Method.FULL else _explicit_modules(search.profile, t)
+    plan = PlanCode(hub_id=_hub_id(search.profile), modules=modules, explicit_modules=explicit,
+                    learning_rate=learning_rate, scheduler=rules.SCHEDULER, warmup=rules.WARMUP_RATIO,
+                    epochs=req.epochs, model=search.profile.name, optimizer_steps=_optimizer_steps(req))
+    return code_for(req.framework, t, plan, snippet_options(versions))
+
+
+def _explicit_modules(profile: ModelProfile, t: TrainSpec) -> list[str]:
+    """The LoRA target modules by name (``all-linear`` expanded), for APIs without PEFT's preset."""
+    out: list[str] = []
+    for lin in resolve_targets(profile.config, t.targets):
+        for name in lin.aliases or (lin.name,):
+            if name not in out:
+                out.append(name)
+    return out
 
 
 def _optimizer_steps(req: Request) -> int | None:
@@ -122,6 +133,17 @@ def assumptions(search: Search) -> list[str]:
     if u.provenance.value != "measured" and u.from_gpu != search.gpu.name:
         out.append(f"no published or measured run on a {search.gpu.name}: its utilization is {u.provenance.value} "
                    f"from {u.from_gpu} runs; run `loraplan probe` on it to measure")
-    out.append("single GPU, transformers Trainer / TRL SFTTrainer + PEFT + bitsandbytes, SDPA attention, "
-               "standard (unchunked) loss")
+    out += stack_assumptions(search.request)
     return out
+
+
+def stack_assumptions(req: Request) -> list[str]:
+    """The modelled stack (the default: one fixed line) and what resolving a named one warned."""
+    stack = req.resolved_stack()
+    if stack.name == default_stack().name:
+        return ["single GPU, transformers Trainer / TRL SFTTrainer + PEFT + bitsandbytes, SDPA attention, "
+                "standard (unchunked) loss"] + list(req.stack_warnings)
+    out = [f"single GPU, SDPA attention, stack {stack.framework}: {stack.description}"]
+    if not stack.traced:
+        out.append(f"{stack.framework} stack is modelled from the libraries' sources, not traced")
+    return out + list(req.stack_warnings)

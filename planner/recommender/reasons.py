@@ -6,6 +6,7 @@ from planner.estimator import usable_gib
 from planner.recommender import rules
 from planner.recommender.search import Candidate, Search
 from planner.specs import Method, Optim
+from planner.stack.snippet_options import checkpointing_available
 
 
 def _budget_text(search: Search) -> str:
@@ -126,6 +127,8 @@ def nothing_fits_reason(search: Search) -> str:
         return f"no configuration could be searched for {search.model_name} on {search.gpu.name}"
     (method, targets), smallest = min(search.leanest.items(), key=lambda kv: kv[1])
     what = method.value + (f" on {targets}" if targets else "")
+    ckpt = ("checkpointing" if checkpointing_available(search.request.framework)
+            else f"no checkpointing: {search.request.framework} has none")
     return (f"nothing fits {search.gpu.name}: the leanest configuration ({what}, smallest rank, micro-batch 1, "
-            f"checkpointing, best optimizer) peaks at {smallest:.1f} GiB against a {search.budget:.1f} GiB budget "
+            f"{ckpt}, best optimizer) peaks at {smallest:.1f} GiB against a {search.budget:.1f} GiB budget "
             f"({usable_gib(search.gpu):.1f} GiB usable less {search.request.headroom:.0%} headroom)")

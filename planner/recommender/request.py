@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from planner.errors import PlannerError
+from planner.errors import PlannerError, unknown
 from planner.inputs import check_number
 from planner.estimator.fits import DEFAULT_HEADROOM, check_headroom
 from planner.recommender import rules
 from planner.recommender.rules import Task
 from planner.recommender.schemas import Dataset
 from planner.specs import Frozen, Method
+from planner.stack.resolve import framework_names
+from planner.stack.stack import Stack, default_stack
 
 
 class Request(Frozen):
@@ -26,6 +28,21 @@ class Request(Frozen):
     headroom: float = DEFAULT_HEADROOM
     top: int = 3
     methods: tuple[Method, ...] = rules.METHOD_PREFERENCE
+    stack: Stack | None = None
+    """The training stack every candidate is estimated on (None: the default stack)."""
+    stack_detected: bool = False
+    """The stack's versions came from package metadata (the ``stack`` object's ``detected``)."""
+    stack_warnings: tuple[str, ...] = ()
+    """What resolving the stack warned (a version outside every modelled range)."""
+    framework: str | None = None
+    """The framework whose API the snippets use and whose trainer decides QLoRA casts; None: none given (the TRL
+    ``SFTTrainer`` snippet, QLoRA searched with and without kbit-prepare)."""
+    code_versions: dict[str, str] = {}
+    """Library versions the snippets are written for, over the stack's (e.g. ``trl`` on a trainer stack)."""
+
+    def resolved_stack(self) -> Stack:
+        """The stack the plans assume (:attr:`stack`, else the default)."""
+        return self.stack if self.stack is not None else default_stack()
 
     def tokens(self) -> float | None:
         """Training tokens per epoch: given, or examples x average tokens (capped at seq_len); None if unknown."""
@@ -65,8 +82,19 @@ def make_request(
     headroom: float = DEFAULT_HEADROOM,
     top: int = 3,
     methods: Iterable[Method | str] | None = None,
+    stack: Stack | None = None,
+    stack_detected: bool = False,
+    stack_warnings: Iterable[str] = (),
+    framework: str | None = None,
+    code_versions: dict[str, str] | None = None,
 ) -> Request:
-    """Validate user input into a :class:`Request` (one-line :class:`PlannerError` on bad input)."""
+    """Validate user input into a :class:`Request` (one-line :class:`PlannerError` on bad input).
+
+    ``stack`` (a resolved :class:`~planner.stack.stack.Stack`, e.g. from
+    :func:`planner.stack.resolve.resolve_stack`) is what every candidate is estimated on; ``framework`` the
+    framework the user named (the snippets use its API); ``code_versions`` versions the snippets follow
+    where the stack names none.
+    """
     _check_dataset_size(dataset_tokens, examples, avg_tokens)
     for name, value, integer in (("dataset_tokens", dataset_tokens, False), ("examples", examples, True),
                                  ("avg_tokens", avg_tokens, False), ("seq_len", seq_len, True),
@@ -78,6 +106,8 @@ def make_request(
         task = Task(task)
     except ValueError:
         raise PlannerError(f"unknown task {task!r}; choose from {', '.join(t.value for t in Task)}") from None
+    if framework is not None and framework not in framework_names():
+        raise unknown("framework", framework, framework_names())
     wanted = list(methods or ())
     try:
         chosen = tuple(Method(m) for m in wanted) if wanted else rules.METHOD_PREFERENCE
@@ -86,4 +116,6 @@ def make_request(
     return Request(
         dataset_tokens=dataset_tokens, examples=examples, avg_tokens=avg_tokens, seq_len=seq_len,
         effective_batch=effective_batch, epochs=epochs, task=task, headroom=headroom, top=top, methods=chosen,
+        stack=stack, stack_detected=stack_detected, stack_warnings=tuple(stack_warnings), framework=framework,
+        code_versions=dict(code_versions or {}),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from planner.recommender.rules import Task
 from planner.recommender.snippets import Code
-from planner.results import MemoryGiB, PeakGiB
+from planner.results import MemoryGiB, PeakGiB, StackRef
 from planner.specs import DType, Frozen, Method, Optim
 from planner.time import TimeBreakdown, Utilization
 
@@ -105,8 +105,12 @@ class Recommendation(Frozen):
     utilization: Utilization
     assumptions: tuple[str, ...]
     searched: int
+    stack: StackRef | None = None
+    """The training stack every plan was estimated on (the same object as ``estimate --json``'s ``stack``)."""
     """Configurations evaluated (estimate + time model)."""
     alternatives: Alternatives | None = None
+    stack: StackRef | None = None
+    """The training stack every plan was estimated on (the same object as ``estimate --json``'s ``stack``)."""
 
 
 class InstanceResult(Frozen):
@@ -140,3 +144,5 @@ class InstancesReport(Frozen):
     dataset: Dataset
     assumptions: tuple[str, ...]
     searched: int
+    stack: StackRef | None = None
+    """The training stack every plan was estimated on (the same object as ``estimate --json``'s ``stack``)."""

@@ -37,6 +37,8 @@ from planner.recommender.request import Request
 from planner.results import Estimate
 from planner.specs import Attn, DType, GpuProfile, Method, ModelProfile, Optim, TrainSpec
 from planner.stack.optimizers import optimizer_info
+from planner.stack.snippet_options import checkpointing_available, kbit_prepare_fixed
+from planner.stack.stack import KbitPrepare
 from planner.time import TimeBreakdown, time_breakdown, utilization
 
 _LEANEST_RANK = 8
@@ -68,7 +70,8 @@ class Search:
     budget: float = 0.0
     _cache: dict = field(default_factory=dict)
     leanest: dict = field(default_factory=dict)
-    """(method, targets) -> device peak at micro-batch 1 with checkpointing, best optimizer (for the 'why' lines)."""
+    """(method, targets) -> device peak at micro-batch 1 with checkpointing (where the framework has it), best
+    optimizer (for the 'why' lines)."""
     fitted: set = field(default_factory=set)
     """(method, targets) that have at least one fitting configuration."""
 
@@ -83,7 +86,8 @@ class Search:
         """The estimate of ``train`` (cached; counts toward ``evaluated``)."""
         est = self._cache.get(train)
         if est is None:
-            est = estimate(self.profile, train, self.gpu, self.calibration, headroom=self.request.headroom)
+            est = estimate(self.profile, train, self.gpu, self.calibration, headroom=self.request.headroom,
+                           stack=self.request.stack)
             self._cache[train] = est
             self.evaluated += 1
         return est
@@ -164,7 +168,7 @@ class Search:
                 targets = next((t for t in reversed(rules.TARGET_PREFERENCE) if self.targets_exist(t)), None)
                 if targets is None:
                     continue
-            for kbit, optim in itertools.product(kbit_prepare_choices(method), eight_bit):
+            for kbit, optim in itertools.product(kbit_prepare_choices(method, self.request), eight_bit):
                 if self.fits(self.estimate(self.spec(method, targets, _LEANEST_RANK, 1, True, optim, kbit))):
                     return True
         return False
@@ -189,10 +193,10 @@ class Search:
                        rank_tier: int) -> Candidate | None:
         """The first optimizer in preference order that fits this point, as a candidate (QLoRA: with
         ``prepare_model_for_kbit_training`` first, then without it, as current TRL runs QLoRA)."""
-        for kbit, optim in itertools.product(kbit_prepare_choices(method), rules.OPTIM_PREFERENCE):
+        for kbit, optim in itertools.product(kbit_prepare_choices(method, self.request), rules.OPTIM_PREFERENCE):
             train = self.spec(method, targets, rank, mb, ckpt, optim, kbit)
             est = self.estimate(train)
-            if ckpt and mb == 1:
+            if mb == 1 and ckpt == checkpointing_available(self.request.framework):
                 key = (method, targets)
                 self.leanest[key] = min(self.leanest.get(key, math.inf), est.peak_gib.device)
             if self.fits(est):
@@ -201,7 +205,7 @@ class Search:
 
     def _group(self, method: Method, targets: str | None, rank: int, rank_tier: int) -> list[Candidate]:
         found: list[Candidate] = []
-        for ckpt in (True, False):
+        for ckpt in (True, False) if checkpointing_available(self.request.framework) else (False,):
             fitted_any = False
             for mb in self.micro_batches():
                 cand = self._first_fitting(method, targets, rank, mb, ckpt, rank_tier)
@@ -228,10 +232,18 @@ def divisors(n: int) -> list[int]:
     return small + [n // d for d in reversed(small) if d * d != n]
 
 
-def kbit_prepare_choices(method: Method) -> tuple[bool, ...]:
+def kbit_prepare_choices(method: Method, request: Request | None = None) -> tuple[bool, ...]:
     """QLoRA is tried with ``prepare_model_for_kbit_training`` (fp32 non-quantized params), then without (16-bit,
-    what current TRL ``SFTTrainer`` does); the flag means nothing for the other methods."""
-    return (True, False) if method is Method.QLORA else (True,)
+    what current TRL ``SFTTrainer`` does); the flag means nothing for the other methods.
+
+    A named framework whose trainer decides the casts (``profiles/stacks/snippets.json`` ``kbit_prepare_fixed``:
+    TRL, Unsloth, axolotl, ...) is searched only at its stack's choice.
+    """
+    if method is not Method.QLORA:
+        return (True,)
+    if request is not None and kbit_prepare_fixed(request.framework):
+        return (request.resolved_stack().kbit_prepare is KbitPrepare.UPCAST_FP32,)
+    return (True, False)
 
 
 def rank_fallbacks(rank: int) -> list[int]:

@@ -1,15 +1,22 @@
 """Ready-to-paste Python for a plan: PEFT ``LoraConfig``, bitsandbytes ``BitsAndBytesConfig``, TRL ``SFTConfig``.
 
-Option names follow the current releases: transformers 5 ``TrainingArguments`` (``optim`` values of
-``OptimizerNames``; ``warmup_steps`` takes a float < 1 as a fraction of the steps, ``warmup_ratio`` was
-removed), TRL ``SFTConfig`` (``max_length``, default ``gradient_checkpointing=True``, ``bf16=True``),
-PEFT ``LoraConfig`` and transformers ``BitsAndBytesConfig``.
+Option names follow the stack's library versions (:class:`~planner.stack.snippet_options.SnippetOptions`,
+``profiles/stacks/snippets.json``); at the newest modelled ones: transformers 5 ``TrainingArguments``
+(``optim`` values of ``OptimizerNames``; ``warmup_steps`` takes a float < 1 as a fraction of the steps,
+``warmup_ratio`` was removed), ``from_pretrained(dtype=...)``, TRL ``SFTConfig`` (``max_length``, default
+``gradient_checkpointing=True``, ``bf16=True``), PEFT ``LoraConfig`` and transformers ``BitsAndBytesConfig``.
+Other frameworks' snippets: :mod:`planner.recommender.snippet_frameworks`.
 """
 
 from __future__ import annotations
 
 from planner.specs import DType, Frozen, Optim
 from planner.stack.optimizers import optimizer_info
+from planner.stack.snippet_options import SnippetOptions
+
+NEWEST_NAMES = SnippetOptions(sft_max_length="max_length", from_pretrained_dtype="dtype", warmup="warmup_steps",
+                              versions={})
+"""The option names of the newest releases (what the functions here write unless given others)."""
 
 
 class Code(Frozen):
@@ -17,9 +24,21 @@ class Code(Frozen):
 
     lora_config: str | None
     bnb_config: str | None
-    sft_config: str
-    python: str
-    """All of it as one script skeleton (model loading included)."""
+    sft_config: str | None
+    """TRL ``SFTConfig`` (TRL, Unsloth) or transformers ``TrainingArguments`` (``--framework trainer``)."""
+    python: str | None
+    """All of it as one script skeleton (model loading included); None for a config-file framework."""
+    yaml: str | None = None
+    """The framework's config file (axolotl: ``axolotl train config.yml``)."""
+    shell: str | None = None
+    """The framework's command line (torchtune ``tune run``, litgpt ``finetune_lora``)."""
+    framework: str = "trl"
+    """Whose API the snippet uses: trl (TRL SFTTrainer), trainer, unsloth, axolotl; or the named framework
+    that has none (then ``note`` says why)."""
+    versions: dict[str, str] = {}
+    """Library versions the option names were chosen for (``profiles/stacks/snippets.json``)."""
+    note: str | None = None
+    """Why there is no snippet (a framework whose config loraplan cannot write yet)."""
 
 
 def _fmt(value: object) -> str:
@@ -80,28 +99,39 @@ def sft_config(
     warmup: float,
     epochs: float,
     dtype: DType,
-    max_length: int,
+    max_length: int | None,
+    names: SnippetOptions = NEWEST_NAMES,
+    call: str = "SFTConfig",
+    checkpointing: bool = True,
 ) -> str:
+    """``SFTConfig(...)`` (or ``call``: ``TrainingArguments``) with the option names of ``names``.
+
+    ``max_length`` None leaves out the sequence length (``TrainingArguments`` has none); ``checkpointing`` False
+    leaves out the checkpointing keys (Unsloth sets them in ``get_peft_model``).
+    """
     args: list[tuple[str, object, str]] = [
         ("output_dir", "out", ""),
         ("per_device_train_batch_size", micro_batch, ""),
         ("gradient_accumulation_steps", grad_accum, f"effective batch {micro_batch * grad_accum}"),
-        ("gradient_checkpointing", grad_ckpt, ""),
     ]
-    if grad_ckpt:
+    if checkpointing:
+        args.append(("gradient_checkpointing", grad_ckpt, ""))
+    if grad_ckpt and checkpointing:
         args.append(("gradient_checkpointing_kwargs", {"use_reentrant": False}, ""))
     args += [
         ("optim", optimizer_info(optim).trainer_name, ""),  # transformers OptimizerNames
         ("learning_rate", learning_rate, ""),
         ("lr_scheduler_type", scheduler, ""),
-        ("warmup_steps", warmup, "fraction of steps (transformers >= 5; on 4.x: warmup_ratio)"),
+        (names.warmup, warmup, "fraction of steps (transformers >= 5; on 4.x: warmup_ratio)"
+         if names.warmup == "warmup_steps" else "fraction of steps (transformers < 5)"),
         ("num_train_epochs", epochs, ""),
         ("bf16" if dtype is DType.BF16 else "fp16", True, ""),
-        ("max_length", max_length, "sequences are truncated to this"),
     ]
-    if dtype is not DType.BF16:
+    if max_length is not None:
+        args.append((names.sft_max_length, max_length, "sequences are truncated to this"))
+    if dtype is not DType.BF16 and call == "SFTConfig":  # TRL's SFTConfig defaults bf16=True; TrainingArguments not
         args.append(("bf16", False, "this GPU has no bf16"))
-    return _call("SFTConfig", args)
+    return _call(call, args)
 
 
 def script(
@@ -113,17 +143,21 @@ def script(
     sft: str,
     fp32_master: bool = False,
     kbit_prepare: bool = True,
+    names: SnippetOptions = NEWEST_NAMES,
+    kbit_note: str | None = None,
 ) -> str:
     """One script skeleton: configs, model loading, trainer.
 
     ``fp32_master`` loads fp32 weights (mixed precision under autocast); ``kbit_prepare`` False leaves the
     quantized model as TRL ``SFTTrainer`` does (16-bit embeddings and norms) instead of calling
-    ``prepare_model_for_kbit_training``.
+    ``prepare_model_for_kbit_training``; ``kbit_note`` (a named TRL, whose ``SFTTrainer`` decides) replaces
+    either with a comment.
     """
-    torch_dtype = "torch.float32" if fp32_master else ("torch.bfloat16" if dtype is DType.BF16 else "torch.float16")
+    torch_dtype = weights_dtype(dtype, fp32_master)
     imports = ["import torch", "from transformers import AutoModelForCausalLM" + (", BitsAndBytesConfig" if bnb else "")]
     if lora:
-        imports.append("from peft import LoraConfig" + (", prepare_model_for_kbit_training" if bnb and kbit_prepare else ""))
+        imports.append("from peft import LoraConfig" + (", prepare_model_for_kbit_training"
+                                                         if bnb and kbit_prepare and not kbit_note else ""))
     imports.append("from trl import SFTConfig, SFTTrainer")
     body = [""]
     if bnb:
@@ -133,9 +167,12 @@ def script(
     body.append("args = " + sft)
     quant = ", quantization_config=bnb_config" if bnb else ""
     body.append(
-        f'model = AutoModelForCausalLM.from_pretrained("{hub_id}", dtype={torch_dtype}, attn_implementation="sdpa"{quant})'
+        f'model = AutoModelForCausalLM.from_pretrained("{hub_id}", {names.from_pretrained_dtype}={torch_dtype}, '
+        f'attn_implementation="sdpa"{quant})'
     )
-    if bnb and kbit_prepare:
+    if bnb and kbit_note:
+        body.append(f"# {kbit_note}")
+    elif bnb and kbit_prepare:
         body.append("model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)")
     elif bnb:
         body.append("# no prepare_model_for_kbit_training: embeddings and norms stay 16-bit (what TRL's SFTTrainer does)")
@@ -144,3 +181,8 @@ def script(
     body.append(f"trainer = SFTTrainer(model=model, args=args, train_dataset=dataset{peft})")
     body.append("trainer.train()")
     return "\n".join(imports + body) + "\n"
+
+
+def weights_dtype(dtype: DType, fp32_master: bool = False) -> str:
+    """The ``torch`` dtype the weights load in: fp32 under ``fp32_master``, else the training dtype."""
+    return "torch.float32" if fp32_master else ("torch.bfloat16" if dtype is DType.BF16 else "torch.float16")

@@ -125,7 +125,7 @@ def register_stack(stack: Stack) -> Stack:
     return _RESOLVED[stack.name]
 
 
-_DATA_FILES = ("behaviours", "frameworks")
+_DATA_FILES = ("behaviours", "frameworks", "snippets")
 
 
 @cache

@@ -8,6 +8,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from planner.cli.render.console import make_console
+from planner.cli.render.estimate import stack_line
 from planner.cli.render.table import compact_table, sci
 from planner.recommender import InstancesReport, Plan, Recommendation
 from planner.recommender.schemas import InstanceResult
@@ -41,6 +42,8 @@ def _plan_title(i: int, plan: Plan) -> str:
 
 def render_recommendation(rec: Recommendation, console: Console | None = None, show_code: bool = True) -> None:
     console = console or make_console()
+    if rec.stack is not None:
+        console.print(escape(stack_line(rec.stack)), highlight=False)
     g = rec.gpu
     detected = " (detected)" if g.detected else ""
     data = (f"{rec.dataset.tokens / 1e6:,.1f}M tokens x {rec.dataset.epochs:g} epochs" if rec.dataset.tokens
@@ -83,11 +86,28 @@ def render_recommendation(rec: Recommendation, console: Console | None = None, s
         for w in p.warnings:
             console.print(f"  [yellow]warning:[/] {escape(w)}")
         if show_code and p.code is not None and i == 1:
-            console.print("  code:")
-            console.print(Syntax(p.code.python, "python", theme="ansi_dark", word_wrap=True))
+            _code(p, console)
     if show_code and len(rec.plans) > 1:
         console.print(escape("\n(code for the other plans: --json, plans[i].code)"))
     _assumptions(rec, console)
+
+
+def _code(p: Plan, console: Console) -> None:
+    """The plan's snippet: Python, the framework's config file, or why there is none."""
+    code = p.code
+    if code is None:
+        return
+    if code.python is not None:
+        console.print("  code:")
+        console.print(Syntax(code.python, "python", theme="ansi_dark", word_wrap=True))
+    elif code.yaml is not None:
+        console.print(f"  {code.framework} config (config.yml; {code.framework} train config.yml):")
+        console.print(Syntax(code.yaml, "yaml", theme="ansi_dark", word_wrap=True))
+    elif code.shell is not None:
+        console.print(f"  {code.framework} command:")
+        console.print(Syntax(code.shell, "bash", theme="ansi_dark", word_wrap=True))
+    elif code.note is not None:
+        console.print(f"  code: {escape(code.note)}", highlight=False)
 
 
 def _plans_table(rec: Recommendation) -> Table:
@@ -145,6 +165,8 @@ def _plans_by_gpu(rows: list[InstanceResult]) -> Table:
 
 def render_instances(report: InstancesReport, console: Console | None = None, show_all: bool = False) -> None:
     console = console or make_console()
+    if report.stack is not None:
+        console.print(escape(stack_line(report.stack)), highlight=False)
     data = (f"{report.dataset.tokens / 1e6:,.1f}M tokens x {report.dataset.epochs:g} epochs" if report.dataset.tokens
             else "dataset size not given: sorted by $ per million tokens")
     shown = [r for r in report.instances if r.fits or show_all]
