@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 
 from planner.model.targets import peft_target_modules
-from planner.recommender import rules, snippets
+from planner.recommender import launch, rules, snippets
 from planner.recommender.reasons import plan_reasons
 from planner.recommender.request import Request
 from planner.recommender.schemas import Plan
 from planner.recommender.search import Candidate, Search
 from planner.specs import DType, Method, ModelProfile, TrainSpec
+from planner.time.comm import comm_constants
 
 
 def _hub_id(profile: ModelProfile) -> str:
@@ -94,7 +95,33 @@ def build_plan(search: Search, c: Candidate, with_code: bool = True) -> Plan:
         time=c.time,
         warnings=_warnings(req, c),
         code=_code(search, t, modules, lr) if with_code else None,
+        **_parallel_fields(c),
     )
+
+
+def _parallel_fields(c: Candidate) -> dict[str, object]:
+    """A multi-GPU candidate's ``parallel``, ``comm``, accelerate config and launch command (else nothing)."""
+    if c.parallel is None:
+        return {}
+    t = c.train
+    return {
+        "parallel": c.estimate.parallel,
+        "comm": c.comm,
+        "accelerate_config_yaml": launch.accelerate_config(c.parallel, grad_accum=t.grad_accum, grad_ckpt=t.grad_ckpt,
+                                                           dtype=t.dtype),
+        "launch_command": launch.launch_command(c.parallel),
+    }
+
+
+def parallel_assumption(world: int, nodes: int, link: str | None) -> str:
+    """The multi-GPU stack line of ``assumptions`` (replaces the single-GPU one)."""
+    c = comm_constants()
+    where = f"{world} GPUs" + (f" on {nodes} nodes" if nodes > 1 else " in one node")
+    return (f"{where}, launched with accelerate (torch DDP / FSDP or DeepSpeed ZeRO), transformers Trainer / TRL "
+            "SFTTrainer + PEFT + bitsandbytes, SDPA attention; micro-batch per GPU, effective batch across all; "
+            f"time = per-GPU compute + the communication not hidden behind it ({link or 'interconnect'}; ring "
+            f"collectives at {c['bus_efficiency']:.0%} of the link, {c['overlap_fraction']:.0%} of the compute "
+            "overlappable, both assumed: profiles/parallel.json comm)")
 
 
 def _dataset_assumption(req: Request) -> str:

@@ -26,6 +26,10 @@ class Request(Frozen):
     headroom: float = DEFAULT_HEADROOM
     top: int = 3
     methods: tuple[Method, ...] = rules.METHOD_PREFERENCE
+    gpus: int = 1
+    """GPUs to plan for (``--gpus``; one node at most)."""
+    max_gpus: int | None = None
+    """Search GPU counts up to this (``--max-gpus``; whole nodes beyond one), fewest first."""
 
     def tokens(self) -> float | None:
         """Training tokens per epoch: given, or examples x average tokens (capped at seq_len); None if unknown."""
@@ -41,6 +45,14 @@ class Request(Frozen):
             return max(1, min(self.seq_len, int(round(self.avg_tokens))))
         return self.seq_len
 
+    def gpu_counts(self) -> list[int]:
+        """GPU counts to search, fewest first: ``[gpus]``, or 1, 2, 4, 8, 16, ... up to ``max_gpus``."""
+        if self.max_gpus is None:
+            return [self.gpus]
+        from planner.recommender.parallel import gpu_counts
+
+        return gpu_counts(self.max_gpus)
+
     def dataset(self) -> Dataset:
         """The dataset part of a result (``dataset`` in the JSON)."""
         return Dataset(tokens=self.tokens(), examples=self.examples, avg_tokens=self.avg_tokens, epochs=self.epochs)
@@ -51,6 +63,24 @@ def _check_dataset_size(dataset_tokens: float | None, examples: int | None, avg_
         raise PlannerError("give either --dataset-tokens or --examples with --avg-tokens, not both")
     if (examples is None) != (avg_tokens is None):
         raise PlannerError("--examples and --avg-tokens go together (dataset tokens = examples x avg tokens)")
+
+
+def _check_gpus(gpus: int, max_gpus: int | None) -> None:
+    """``--gpus``: 1 to one node's GPUs; ``--max-gpus``: at least 1 and not below ``--gpus``."""
+    from planner.recommender.parallel import gpus_per_node
+
+    node = gpus_per_node()
+    if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 1:
+        raise PlannerError(f"--gpus must be a whole number of at least 1, got {gpus!r}")
+    if gpus > node:
+        raise PlannerError(f"--gpus {gpus} is more GPUs than one node has ({node}): use --max-gpus "
+                           f"{-(-gpus // node) * node} to plan across nodes")
+    if max_gpus is not None:
+        if not isinstance(max_gpus, int) or isinstance(max_gpus, bool) or max_gpus < 1:
+            raise PlannerError(f"--max-gpus must be a whole number of at least 1, got {max_gpus!r}")
+        check_number("max_gpus", max_gpus, integer=True, label="--max-gpus")
+        if max_gpus < gpus:
+            raise PlannerError(f"--max-gpus {max_gpus} is fewer than --gpus {gpus}")
 
 
 def make_request(
@@ -65,6 +95,8 @@ def make_request(
     headroom: float = DEFAULT_HEADROOM,
     top: int = 3,
     methods: Iterable[Method | str] | None = None,
+    gpus: int = 1,
+    max_gpus: int | None = None,
 ) -> Request:
     """Validate user input into a :class:`Request` (one-line :class:`PlannerError` on bad input)."""
     _check_dataset_size(dataset_tokens, examples, avg_tokens)
@@ -74,6 +106,7 @@ def make_request(
                                  ("top", top, True)):
         check_number(name, value, integer=integer)  # finite, > 0, within profiles/limits.json
     headroom = check_headroom(headroom)
+    _check_gpus(gpus, max_gpus)
     try:
         task = Task(task)
     except ValueError:
@@ -86,4 +119,5 @@ def make_request(
     return Request(
         dataset_tokens=dataset_tokens, examples=examples, avg_tokens=avg_tokens, seq_len=seq_len,
         effective_batch=effective_batch, epochs=epochs, task=task, headroom=headroom, top=top, methods=chosen,
+        gpus=gpus, max_gpus=max_gpus,
     )
