@@ -18,7 +18,8 @@ def _hub_id(profile: ModelProfile) -> str:
     return profile.hub_id or profile.name
 
 
-def _code(search: Search, t: TrainSpec, modules: str | list[str] | None, learning_rate: float) -> snippets.Code:
+def _code(search: Search, t: TrainSpec, modules: str | list[str] | None, learning_rate: float,
+          c: Candidate | None = None) -> snippets.Code:
     """Ready-to-paste LoraConfig / BitsAndBytesConfig / SFTConfig and the script around them."""
     lora = None if t.method is Method.FULL else snippets.lora_config(t.rank, t.alpha, modules, t.lora_dropout, False)
     bnb = snippets.bnb_config(t.dtype, t.double_quant) if t.method is Method.QLORA else None
@@ -26,6 +27,8 @@ def _code(search: Search, t: TrainSpec, modules: str | list[str] | None, learnin
         micro_batch=t.micro_batch, grad_accum=t.grad_accum, grad_ckpt=t.grad_ckpt, optim=t.optim,
         learning_rate=learning_rate, scheduler=rules.SCHEDULER, warmup=rules.WARMUP_RATIO,
         epochs=search.request.epochs, dtype=t.dtype, max_length=t.seq_len,
+        **({"world": c.parallel.world_size, "fsdp_checkpointing": c.parallel.strategy.is_fsdp}
+           if c is not None and c.parallel is not None else {}),
     )
     return snippets.Code(lora_config=lora, bnb_config=bnb, sft_config=sft,
                          python=snippets.script(hub_id=_hub_id(search.profile), dtype=t.dtype, lora=lora,
@@ -94,7 +97,7 @@ def build_plan(search: Search, c: Candidate, with_code: bool = True) -> Plan:
         headroom_gib=round(search.budget - c.estimate.peak_gib.device, 3),
         time=c.time,
         warnings=_warnings(req, c),
-        code=_code(search, t, modules, lr) if with_code else None,
+        code=_code(search, t, modules, lr, c) if with_code else None,
         **_parallel_fields(c),
     )
 

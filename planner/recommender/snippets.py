@@ -81,12 +81,19 @@ def sft_config(
     epochs: float,
     dtype: DType,
     max_length: int,
+    world: int = 1,
+    fsdp_checkpointing: bool = False,
 ) -> str:
+    """``world`` > 1: the effective batch counts every GPU; ``fsdp_checkpointing``: FSDP checkpoints
+    activations (``fsdp_activation_checkpointing``), so the Trainer's own flag is off."""
+    per_step = f"effective batch {micro_batch * grad_accum}" if world == 1 else (
+        f"effective batch {micro_batch} x {grad_accum} x {world} GPUs = {micro_batch * grad_accum * world}")
     args: list[tuple[str, object, str]] = [
         ("output_dir", "out", ""),
         ("per_device_train_batch_size", micro_batch, ""),
-        ("gradient_accumulation_steps", grad_accum, f"effective batch {micro_batch * grad_accum}"),
-        ("gradient_checkpointing", grad_ckpt, ""),
+        ("gradient_accumulation_steps", grad_accum, per_step),
+        ("gradient_checkpointing", grad_ckpt and not fsdp_checkpointing,
+         "fsdp_activation_checkpointing in accelerate.yaml" if fsdp_checkpointing and grad_ckpt else ""),
     ]
     if grad_ckpt:
         args.append(("gradient_checkpointing_kwargs", {"use_reentrant": False}, ""))
