@@ -17,12 +17,14 @@ parameters' gradients; ``T`` the trainable parameters in their 16-bit dtype):
 
 LoRA: ``G`` is the adapters' only, but the frozen base is still gathered under full sharding.
 Bus bandwidth: the GPU's intra-node link per direction, or the network per GPU across nodes, whichever is
-lower, times ``bus_efficiency``; exposed = ``max(0, comm - overlap_fraction x the compute it overlaps)``
-(``profiles/parallel.json`` ``comm``; the two fractions are stated assumptions).
+lower, times ``bus_efficiency``; exposed = ``max(one layer's share, comm - overlap_fraction x the compute it
+overlaps)`` plus ``collective_latency_s`` per collective (``profiles/parallel.json`` ``comm``; the fractions and
+the latency are stated assumptions).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -30,6 +32,7 @@ from typing import Any
 from planner.catalog import _read_json, profiles_dir
 from planner.memory import states
 from planner.memory.context import Context
+from planner.parallel.shard import engine_defaults
 from planner.parallel.spec import ParallelSpec, Strategy
 from planner.specs import Frozen, GpuProfile
 from planner.time.constants import GB
@@ -74,6 +77,9 @@ class Volumes:
     """Once per step, behind the last micro-batch's backward."""
     step_exposed_bytes: float
     """Once per step, after the optimizer (nothing to hide behind)."""
+    micro_collectives: float = 0.0
+    step_collectives: float = 0.0
+    """Collective launches per micro-batch / per step (each pays ``collective_latency_s``)."""
 
 
 def volumes(ctx: Context, parallel: ParallelSpec) -> Volumes:
@@ -84,16 +90,20 @@ def volumes(ctx: Context, parallel: ParallelSpec) -> Volumes:
     grads = states.gradient_bytes(ctx)
     trainable = states.trainable_params(ctx) * ctx.d.compute
     s = parallel.strategy
+    cfg = engine_defaults()
+    layers = float(max(ctx.layers, 1))
+    ddp_buckets = math.ceil(grads / (cfg["ddp"]["bucket_cap_mb"] * 2**20))
+    zero_buckets = math.ceil(grads / (cfg["deepspeed_zero"]["reduce_bucket_size_elements"] * ctx.d.trainable))
     if s is Strategy.DDP:
-        return Volumes(0.0, 2.0 * r * grads, 0.0)
+        return Volumes(0.0, 2.0 * r * grads, 0.0, 0.0, ddp_buckets)
     if s is Strategy.ZERO1:
-        return Volumes(0.0, r * grads, r * trainable)
+        return Volumes(0.0, r * grads, r * trainable, 0.0, 2.0 * zero_buckets)
     if s is Strategy.ZERO2:
-        return Volumes(r * grads, 0.0, r * trainable)
+        return Volumes(r * grads, 0.0, r * trainable, zero_buckets, zero_buckets)
     if s is Strategy.FSDP_SHARD_GRAD_OP:
-        return Volumes(r * params + r * grads, 0.0, 0.0)
+        return Volumes(r * params + r * grads, 0.0, 0.0, 2.0 * layers)
     if s in (Strategy.FSDP, Strategy.FSDP2, Strategy.ZERO3):
-        return Volumes(2.0 * r * params + r * grads, 0.0, 0.0)
+        return Volumes(2.0 * r * params + r * grads, 0.0, 0.0, 3.0 * layers)
     return Volumes(0.0, 0.0, 0.0)
 
 
@@ -133,12 +143,14 @@ def data_parallel_time(ctx: Context, parallel: ParallelSpec, gpu: GpuProfile, si
     micro = max(micro_compute, single.overhead_s)
     optimizer = single.optimizer_s / (parallel.world_size if parallel.strategy.shards_optimizer else 1)
     hide = c["overlap_fraction"]
+    latency = c["collective_latency_s"]
     micro_comm = vol.micro_bytes / bus
-    exposed = grad_accum * max(0.0, micro_comm - hide * micro_compute)
+    edge = micro_comm / max(ctx.layers, 1)  # the first unit's gather and the last's reduce-scatter: nothing before
+    exposed = grad_accum * (max(edge, micro_comm - hide * micro_compute) + vol.micro_collectives * latency)
     last_comm = vol.step_overlapped_bytes / bus
     exposed += max(0.0, last_comm - hide * _BACKWARD_SHARE * micro_compute)
     step_exposed = vol.step_exposed_bytes / bus
-    exposed += step_exposed
+    exposed += step_exposed + vol.step_collectives * latency
     comm = grad_accum * micro_comm + last_comm + step_exposed
     compute_step = grad_accum * micro + optimizer
     step = compute_step + exposed
