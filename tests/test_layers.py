@@ -44,6 +44,7 @@ LAYERS: dict[str, int] = {
     "planner.time.comm": 8,  # data-parallel communication time (reads planner.parallel)
     "planner.recommender": 9,
     "planner.recommender.parallel": 9,  # GPU-count x strategy search
+    "planner.recommender.counts": 9,  # the GPU-count ladder (leaf: request.py validates with it)
     "planner.recommender.launch": 9,  # accelerate config YAML and launch command
     "planner.explain": 9,
     "planner.sweep": 9,

@@ -23,7 +23,8 @@ from planner.parallel.spec import ParallelSpec, Strategy
 from planner.recommender import make_request, plan_instances, recommend
 from planner.recommender.catalogue import load_instances
 from planner.recommender.launch import accelerate_config, launch_command
-from planner.recommender.parallel import gpu_counts, parallel_spec
+from planner.recommender.counts import gpu_counts
+from planner.recommender.parallel import parallel_spec
 from planner.specs import DType, Method, TrainSpec
 from planner.time import time_breakdown, utilization
 from planner.time.comm import bus_bandwidth, comm_constants, data_parallel_time, volumes

@@ -55,7 +55,8 @@ MORE_GPUS_UP_TO = 64
 def more_gpus(profile: ModelProfile, gpu: GpuProfile, request: Request, prices: str | None = None
               ) -> GpuCountOption | None:
     """The fewest GPUs of kind ``gpu`` beyond the request's counts (up to 64) on which some plan fits."""
-    from planner.recommender.parallel import gpu_counts, network_gbps, search_counts
+    from planner.recommender.counts import gpu_counts
+    from planner.recommender.parallel import network_gbps, search_counts
 
     counts = [n for n in gpu_counts(MORE_GPUS_UP_TO) if n > max(request.gpu_counts())]
     if not counts:

@@ -18,12 +18,13 @@ from planner.memory.context import build_context
 from planner.parallel.spec import ParallelSpec, QuantStorage, Strategy
 from planner.recommender import rules
 from planner.recommender.catalogue import load_instances
+from planner.recommender.counts import gpu_counts, gpus_per_node
 from planner.recommender.request import Request
 from planner.recommender.search import Candidate, Search
 from planner.results import Estimate
 from planner.specs import GpuProfile, Method, ModelProfile, Optim, TrainSpec
 from planner.time import TimeBreakdown
-from planner.time.comm import CommBreakdown, comm_constants, data_parallel_time
+from planner.time.comm import data_parallel_time
 
 STRATEGIES: dict[Method, tuple[Strategy, ...]] = {
     Method.LORA: (Strategy.DDP, Strategy.FSDP, Strategy.ZERO2, Strategy.ZERO3),
@@ -31,21 +32,6 @@ STRATEGIES: dict[Method, tuple[Strategy, ...]] = {
     Method.FULL: (Strategy.FSDP, Strategy.FSDP2, Strategy.ZERO1, Strategy.ZERO2, Strategy.ZERO3),
 }
 """Strategies searched per method (offload is not searched: host RAM is unknown to ``recommend``)."""
-
-
-def gpus_per_node() -> int:
-    """GPUs in one node of a multi-node plan (``profiles/parallel.json`` ``comm.gpus_per_node``)."""
-    return int(comm_constants()["gpus_per_node"])
-
-
-def gpu_counts(max_gpus: int) -> list[int]:
-    """1, 2, 4, 8 within a node, then whole nodes (16, 24, ...), all <= ``max_gpus``."""
-    node = gpus_per_node()
-    counts = [n for n in (1, 2, 4, 8) if n <= min(max_gpus, node)]
-    if node not in counts and max_gpus >= node:
-        counts.append(node)
-    counts += list(range(2 * node, max_gpus + 1, node))
-    return counts
 
 
 def parallel_spec(world: int, strategy: Strategy) -> ParallelSpec:

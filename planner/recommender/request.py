@@ -49,7 +49,7 @@ class Request(Frozen):
         """GPU counts to search, fewest first: ``[gpus]``, or 1, 2, 4, 8, 16, ... up to ``max_gpus``."""
         if self.max_gpus is None:
             return [self.gpus]
-        from planner.recommender.parallel import gpu_counts
+        from planner.recommender.counts import gpu_counts
 
         return gpu_counts(self.max_gpus)
 
@@ -67,7 +67,7 @@ def _check_dataset_size(dataset_tokens: float | None, examples: int | None, avg_
 
 def _check_gpus(gpus: int, max_gpus: int | None) -> None:
     """``--gpus``: 1 to one node's GPUs; ``--max-gpus``: at least 1 and not below ``--gpus``."""
-    from planner.recommender.parallel import gpus_per_node
+    from planner.recommender.counts import gpus_per_node
 
     node = gpus_per_node()
     if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 1:
