@@ -108,7 +108,8 @@ def recommend(model: str, gpu: str | None, prices: str | None, code: bool, as_js
         gpu_profile, count = gpu_detection.detect_gpu_profile_and_count()
         if values.get("gpus") is None and values.get("max_gpus") is None:
             values["gpus"] = count
-    result = recommender.recommend(model, gpu_profile, gpu_detected=gpu is None, request=_request(values), prices=prices)
+    result = recommender.recommend(model, gpu_profile, gpu_detected=gpu is None, request=_request(values),
+                                   prices=prices)
     report = dataset_file_report(analysis, model, result, gpu, values, data_values)
     if as_json:
         data = result.model_dump(mode="json")

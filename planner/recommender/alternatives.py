@@ -68,7 +68,8 @@ def more_gpus(profile: ModelProfile, gpu: GpuProfile, request: Request, prices: 
     p = c.parallel
     return GpuCountOption(gpus=found.world, nodes=p.nodes if p else 1, strategy=p.strategy.value if p else "none",
                           method=c.train.method, targets=c.targets, peak_gib=round(c.estimate.peak_gib.device, 3),
-                          hours=None if c.hours is None else round(c.hours, 3), tokens_per_s=round(c.time.tokens_per_s, 1))
+                          hours=None if c.hours is None else round(c.hours, 3),
+                          tokens_per_s=round(c.time.tokens_per_s, 1))
 
 
 def alternatives(profile: ModelProfile, request: Request, limit: int = 3, prices: str | None = None,

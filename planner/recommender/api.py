@@ -76,8 +76,8 @@ def recommend(
             notes[-1] = parallel_assumption(found.world, nodes, link)
     reason = None if plans else nothing_fits_reason(search)
     if reason and counts != [1]:
-        reason = reason.replace(f"nothing fits {gpu_profile.name}:",
-                                f"nothing fits {' / '.join(map(str, counts))} x {gpu_profile.name} (every strategy):", 1)
+        many = f"{' / '.join(map(str, counts))} x {gpu_profile.name} (every strategy)"
+        reason = reason.replace(f"nothing fits {gpu_profile.name}:", f"nothing fits {many}:", 1)
     alts = alternatives(profile, request, prices=prices, gpu=gpu_profile) if not plans and with_alternatives else None
     return Recommendation(
         model=profile.name,
