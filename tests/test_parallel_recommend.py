@@ -245,3 +245,19 @@ def test_instances_use_all_gpus_and_bill_by_scaling() -> None:
     for r in single.instances:
         if r.fits and r.gpus == 1:
             assert r.plan.parallel is None
+
+
+def test_cli_gpus_default_to_the_detected_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+    from types import SimpleNamespace
+
+    fake = types.ModuleType("probes.detect")
+    fake.detect_gpus = lambda: [SimpleNamespace(name="NVIDIA H100 80GB HBM3", profile="H100 SXM")] * 4  # type: ignore
+    monkeypatch.setitem(sys.modules, "probes.detect", fake)
+    res = CliRunner().invoke(cli, ["recommend", "llama-3-8b", "--dataset-tokens", "1M", "--json"])
+    assert res.exit_code == 0, res.output
+    plans = json.loads(res.output)["plans"]
+    assert plans and all(p["parallel"]["world_size"] == 4 for p in plans)
+    one = CliRunner().invoke(cli, ["recommend", "llama-3-8b", "--gpus", "1", "--dataset-tokens", "1M", "--json"])
+    assert all(p["parallel"] is None for p in json.loads(one.output)["plans"])
