@@ -115,6 +115,7 @@ def cases(f: dict[str, str]) -> list[tuple[str, list[str]]]:
         ("recommend --max-gpus 0", ["recommend", m, "--gpu", "h100", "--max-gpus", "0"]),
         ("recommend --max-gpus 5000", ["recommend", m, "--gpu", "h100", "--max-gpus", "5000"]),
         ("recommend --gpus 4 --max-gpus 2", ["recommend", m, "--gpu", "h100", "--gpus", "4", "--max-gpus", "2"]),
+        ("recommend --host-ram -1", ["recommend", m, "--gpu", "h100", "--gpus", "2", "--host-ram", "-1"]),
         ("instances --provider ,,", ["instances", m, "--provider", ",,"]),
         ("instances --max-price-per-hour nan", ["instances", m, "--max-price-per-hour", "nan"]),
         ("--prices binary", ["instances", m, "--prices", f["price_bin"]]),

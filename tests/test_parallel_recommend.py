@@ -134,9 +134,18 @@ def test_max_gpus_finds_the_fewest_gpus_for_70b_full() -> None:
     assert p.peak_gib.device <= rec.gpu.budget_gib  # per GPU
     assert p.micro_batch * p.grad_accum * p.parallel.world_size == 16
     assert p.comm is not None and p.launch_command.startswith("accelerate launch --config_file accelerate.yaml")
-    on4 = recommend("llama-3-70b", "h100", methods=["full"], gpus=4)
+    on4 = recommend("llama-3-70b", "h100", methods=["full"], gpus=4, host_ram_gib=100)
     assert not on4.plans and "4 x H100 SXM" in on4.reason
     assert on4.alternatives.more_gpus.gpus == 8
+
+
+def test_offload_only_when_nothing_else_fits_and_host_ram_allows() -> None:
+    rec = recommend("llama-3-70b", "h100", methods=["full"], gpus=4, examples=10000, avg_tokens=1024)
+    assert rec.plans and all(p.parallel.offload != "none" and p.host_gib > 100 for p in rec.plans)
+    assert any("host RAM" in w for w in rec.plans[0].warnings)
+    on8 = recommend("llama-3-70b", "h100", methods=["full"], gpus=8)
+    assert on8.plans and all(p.parallel.offload == "none" for p in on8.plans)
+    assert recommend("llama-3-70b", "h100", methods=["full"], gpus=4, host_ram_gib=100).plans == ()
 
 
 def test_lora_fits_on_one_gpu_so_max_gpus_keeps_one() -> None:

@@ -89,6 +89,8 @@ def _recommend(console: Console) -> None:
     render_recommendation(recommend("llama-3-70b", "h100", request=make_request(methods=["full"], max_gpus=16,
                                                                                  dataset_tokens=1e7)), console)
     render_recommendation(recommend("llama-3-70b", "h100", request=make_request(methods=["full"], gpus=4)), console)
+    render_recommendation(recommend("llama-3-70b", "h100", request=make_request(methods=["full"], gpus=4,
+                                                                                 host_ram_gib=100)), console)
 
 
 def _instances(console: Console) -> None:

@@ -71,6 +71,7 @@ def _request(values: dict[str, Any]) -> Any:
         methods=None if method == "auto" else [method],
         gpus=values.get("gpus") or 1,
         max_gpus=values.get("max_gpus"),
+        host_ram_gib=values.get("host_ram"),
     )
 
 
@@ -90,6 +91,8 @@ def _at_least_one(ctx: click.Context, param: click.Parameter, value: int | None)
               help="GPUs to plan for, in one node (default: the detected count, else 1); peak GiB is per GPU.")
 @click.option("--max-gpus", "max_gpus", type=int, default=None, callback=_at_least_one,
               help="Search 1, 2, 4, 8 GPUs, then nodes of 8, up to this; fewest GPUs first, then fastest.")
+@click.option("--host-ram", "host_ram", type=float, default=None,
+              help="Host RAM per node (GiB): offload plans (tried when nothing else fits) must stay within it.")
 @click.option("--prices", type=click.Path(dir_okay=False), default=None,
               help="Price file merged over the instance catalogue (for the nothing-fits alternatives).")
 @click.option("--code/--no-code", default=True, show_default=True, help="Print the ready-to-paste code (text output).")

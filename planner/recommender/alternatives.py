@@ -61,7 +61,8 @@ def more_gpus(profile: ModelProfile, gpu: GpuProfile, request: Request, prices: 
     counts = [n for n in gpu_counts(MORE_GPUS_UP_TO) if n > max(request.gpu_counts())]
     if not counts:
         return None
-    found = search_counts(profile, gpu, request, counts, best_only=True, network=network_gbps(gpu, prices))
+    found = search_counts(profile, gpu, request, counts, best_only=True, network=network_gbps(gpu, prices),
+                          offload=False)
     if not found.candidates:
         return None
     c = min(found.candidates, key=lambda c: c.key)

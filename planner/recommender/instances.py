@@ -58,7 +58,7 @@ def _gpu_plan(profile: ModelProfile, gpu_name: str, request: Request, gpus: int 
     if gpus == 1:
         search, cand = best_plan(profile, gpu, request)
         return (True, build_plan(search, cand, with_code=False) if cand else None), search.evaluated
-    found = search_counts(profile, gpu, request, [gpus], best_only=True, network=network)
+    found = search_counts(profile, gpu, request, [gpus], best_only=True, network=network, offload=False)
     if not found.candidates:
         return (True, None), found.evaluated
     best = min(found.candidates, key=lambda c: c.key)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from planner.calibration import cached_calibration
 from planner.estimator import estimate
 from planner.memory.context import build_context
-from planner.parallel.spec import ParallelSpec, QuantStorage, Strategy
+from planner.parallel.spec import Offload, ParallelSpec, QuantStorage, Strategy
 from planner.recommender import rules
 from planner.recommender.catalogue import load_instances
 from planner.recommender.counts import gpu_counts, gpus_per_node
@@ -31,15 +31,23 @@ STRATEGIES: dict[Method, tuple[Strategy, ...]] = {
     Method.QLORA: (Strategy.DDP, Strategy.FSDP, Strategy.ZERO2, Strategy.ZERO3),
     Method.FULL: (Strategy.FSDP, Strategy.FSDP2, Strategy.ZERO1, Strategy.ZERO2, Strategy.ZERO3),
 }
-"""Strategies searched per method (offload is not searched: host RAM is unknown to ``recommend``)."""
+"""Strategies searched per method without offload."""
+
+OFFLOADS: dict[Method, tuple[tuple[Strategy, Offload], ...]] = {
+    Method.LORA: ((Strategy.ZERO3, Offload.PARAMS), (Strategy.FSDP, Offload.PARAMS)),
+    Method.QLORA: ((Strategy.ZERO3, Offload.PARAMS), (Strategy.FSDP, Offload.PARAMS)),
+    Method.FULL: ((Strategy.ZERO2, Offload.OPTIMIZER), (Strategy.ZERO3, Offload.OPTIMIZER),
+                  (Strategy.ZERO3, Offload.PARAMS), (Strategy.FSDP, Offload.PARAMS)),
+}
+"""Offloading strategies, searched only when nothing fits without offload (and host RAM allows)."""
 
 
-def parallel_spec(world: int, strategy: Strategy) -> ParallelSpec:
+def parallel_spec(world: int, strategy: Strategy, offload: Offload = Offload.NONE) -> ParallelSpec:
     """``world`` GPUs as one node (up to ``gpus_per_node``) or whole nodes, under ``strategy``."""
     node = gpus_per_node()
     if world <= node:
-        return ParallelSpec(strategy=strategy, gpus=world, nodes=1)
-    return ParallelSpec(strategy=strategy, gpus=node, nodes=math.ceil(world / node))
+        return ParallelSpec(strategy=strategy, gpus=world, nodes=1, offload=offload)
+    return ParallelSpec(strategy=strategy, gpus=node, nodes=math.ceil(world / node), offload=offload)
 
 
 def network_gbps(gpu: GpuProfile, prices: str | None = None) -> float | None:
@@ -62,7 +70,14 @@ class ParallelSearch(Search):
         return self.parallel.world_size
 
     def allows(self, method: Method) -> bool:
+        if self.parallel.offload is not Offload.NONE:
+            return (self.parallel.strategy, self.parallel.offload) in OFFLOADS[method]
         return self.parallel.strategy in STRATEGIES[method]
+
+    def fits(self, est: Estimate) -> bool:
+        """The device fit rule, and the offloaded state within ``--host-ram`` per node when given."""
+        ram = self.request.host_ram_gib
+        return bool(est.fits) and (ram is None or (est.host_gib or 0.0) <= ram)
 
     def parallel_for(self, method: Method) -> ParallelSpec:
         """QLoRA under sharding stores its 4-bit weights as bf16 (shardable, same bytes)."""
@@ -110,15 +125,18 @@ class ParallelSearch(Search):
 
 
 def searches(profile: ModelProfile, gpu: GpuProfile, request: Request, world: int,
-             network: float | None = None) -> list[Search]:
-    """One search per strategy on ``world`` GPUs (the plain single-GPU search for one)."""
+             network: float | None = None, offload: bool = False) -> list[Search]:
+    """One search per strategy on ``world`` GPUs (the plain single-GPU search for one; ``offload``: the
+    offloading strategies of :data:`OFFLOADS` instead, multi-GPU only)."""
     calibration = cached_calibration(gpu.name)
-    if world == 1:
+    if offload:
+        combos = list(dict.fromkeys(c for m in request.methods for c in OFFLOADS[m])) if world > 1 else []
+    elif world == 1:
         return [Search(profile, gpu, request, calibration=calibration)]
-    wanted = {s for m in request.methods for s in STRATEGIES[m]}
-    ordered = [s for s in dict.fromkeys(s for m in request.methods for s in STRATEGIES[m]) if s in wanted]
-    return [ParallelSearch(profile, gpu, request, calibration=calibration, parallel=parallel_spec(world, s),
-                           network=network) for s in ordered]
+    else:
+        combos = [(s, Offload.NONE) for s in dict.fromkeys(s for m in request.methods for s in STRATEGIES[m])]
+    return [ParallelSearch(profile, gpu, request, calibration=calibration, parallel=parallel_spec(world, s, o),
+                           network=network) for s, o in combos]
 
 
 @dataclass
@@ -136,30 +154,38 @@ class CountResult:
         for s in self.searches:
             if c.parallel is None and not isinstance(s, ParallelSearch):
                 return s
-            if isinstance(s, ParallelSearch) and c.parallel is not None and s.parallel.strategy is c.parallel.strategy:
+            if isinstance(s, ParallelSearch) and c.parallel is not None and s.parallel.strategy is c.parallel.strategy \
+                    and s.parallel.offload is c.parallel.offload:
                 return s
         return self.searches[0]
 
 
 def search_counts(profile: ModelProfile, gpu: GpuProfile, request: Request, counts: list[int],
-                  best_only: bool = False, network: float | None = None) -> CountResult:
-    """Search ``counts`` in order; stop at the first with a fitting plan (fewer GPUs first).
+                  best_only: bool = False, network: float | None = None, offload: bool = True) -> CountResult:
+    """Search ``counts`` in order; stop at the first with a fitting plan (fewer GPUs first). When none fits
+    without offload, the offloading strategies are searched over the same counts.
 
-    ``best_only``: per strategy only the first quality tier that fits (what ``instances`` needs).
+    ``best_only``: per strategy only the first quality tier that fits (what ``instances`` needs);
+    ``offload`` False: never offload (``instances``: the catalogue does not list host RAM).
     """
     rank, _ = rules.recommended_rank(request.tokens(), request.task)
     evaluated = 0
     result = CountResult(counts[-1], [], [], 0)
-    for world in counts:
-        found: list[Candidate] = []
-        tried = searches(profile, gpu, request, world, network)
-        for s in tried:
-            if best_only and not s.feasible():
-                evaluated += s.evaluated
+    for offloading in (False, True) if offload else (False,):
+        for world in counts:
+            found: list[Candidate] = []
+            tried = searches(profile, gpu, request, world, network, offloading)
+            if not tried:
                 continue
-            found += s.run(rank, best_only=best_only)
-            evaluated += s.evaluated
-        result = CountResult(world, tried, found, evaluated)
-        if found:
-            return result
+            for s in tried:
+                if (best_only or offloading) and not s.feasible():
+                    evaluated += s.evaluated
+                    continue
+                found += s.run(rank, best_only=best_only)
+                evaluated += s.evaluated
+            if found or not offloading:
+                result = CountResult(world, tried, found, evaluated)
+            if found:
+                return result
+    result.evaluated = evaluated
     return result

@@ -46,6 +46,10 @@ def _optimizer_steps(req: Request) -> int | None:
 
 def _warnings(req: Request, c: Candidate) -> tuple[str, ...]:
     warnings = list(c.estimate.warnings)
+    if c.parallel is not None and c.parallel.offload.value != "none" and c.estimate.host_gib is not None:
+        checked = "within --host-ram" if req.host_ram_gib is not None else "not checked: give --host-ram"
+        warnings.append(f"offloads {c.estimate.host_gib:.0f} GiB per node to host RAM ({checked}); the CPU runs "
+                        "the optimizer step")
     if req.avg_tokens is not None and req.avg_tokens > req.seq_len:
         warnings.append(f"average example ({req.avg_tokens:g} tokens) is longer than --seq-len {req.seq_len}: "
                         "examples are truncated to max_length")
@@ -113,6 +117,8 @@ def _parallel_fields(c: Candidate) -> dict[str, object]:
         "accelerate_config_yaml": launch.accelerate_config(c.parallel, grad_accum=t.grad_accum, grad_ckpt=t.grad_ckpt,
                                                            dtype=t.dtype),
         "launch_command": launch.launch_command(c.parallel),
+        "host_gib": None if c.estimate.host_gib is None or c.parallel.offload.value == "none"
+        else round(c.estimate.host_gib, 3),
     }
 
 

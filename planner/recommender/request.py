@@ -30,6 +30,8 @@ class Request(Frozen):
     """GPUs to plan for (``--gpus``; one node at most)."""
     max_gpus: int | None = None
     """Search GPU counts up to this (``--max-gpus``; whole nodes beyond one), fewest first."""
+    host_ram_gib: float | None = None
+    """Host RAM per node for offloaded state (``--host-ram``; None: not checked)."""
 
     def tokens(self) -> float | None:
         """Training tokens per epoch: given, or examples x average tokens (capped at seq_len); None if unknown."""
@@ -97,6 +99,7 @@ def make_request(
     methods: Iterable[Method | str] | None = None,
     gpus: int = 1,
     max_gpus: int | None = None,
+    host_ram_gib: float | None = None,
 ) -> Request:
     """Validate user input into a :class:`Request` (one-line :class:`PlannerError` on bad input)."""
     _check_dataset_size(dataset_tokens, examples, avg_tokens)
@@ -107,6 +110,7 @@ def make_request(
         check_number(name, value, integer=integer)  # finite, > 0, within profiles/limits.json
     headroom = check_headroom(headroom)
     _check_gpus(gpus, max_gpus)
+    check_number("host_ram_gib", host_ram_gib, label="--host-ram")
     try:
         task = Task(task)
     except ValueError:
@@ -119,5 +123,5 @@ def make_request(
     return Request(
         dataset_tokens=dataset_tokens, examples=examples, avg_tokens=avg_tokens, seq_len=seq_len,
         effective_batch=effective_batch, epochs=epochs, task=task, headroom=headroom, top=top, methods=chosen,
-        gpus=gpus, max_gpus=max_gpus,
+        gpus=gpus, max_gpus=max_gpus, host_ram_gib=host_ram_gib,
     )

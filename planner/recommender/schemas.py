@@ -75,6 +75,8 @@ class Plan(Frozen):
     """Multi-GPU plans: the ``accelerate.yaml`` to launch with (FSDP / DeepSpeed plugin or MULTI_GPU)."""
     launch_command: str | None = None
     """Multi-GPU plans: ``accelerate launch --config_file accelerate.yaml train.py`` (with node flags)."""
+    host_gib: float | None = None
+    """Offload plans: host RAM per node the offloaded state needs (GiB)."""
 
 
 class GpuOption(Frozen):

@@ -19,13 +19,14 @@ LoRA: ``G`` is the adapters' only, but the frozen base is still gathered under f
 Bus bandwidth: the GPU's intra-node link per direction, or the network per GPU across nodes, whichever is
 lower, times ``bus_efficiency``; exposed = ``max(one layer's share, comm - overlap_fraction x the compute it
 overlaps)`` plus ``collective_latency_s`` per collective (``profiles/parallel.json`` ``comm``; the fractions and
-the latency are stated assumptions).
+the latency are stated assumptions). Offload adds host-link transfers (PCIe, ``host_link_gb_per_s``) and runs
+the optimizer step on the CPU (``cpu_adam_params_per_s`` per node, an assumption).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
@@ -33,7 +34,7 @@ from planner.catalog import _read_json, profiles_dir
 from planner.memory import states
 from planner.memory.context import Context
 from planner.parallel.shard import engine_defaults
-from planner.parallel.spec import ParallelSpec, Strategy
+from planner.parallel.spec import Offload, ParallelSpec, Strategy
 from planner.specs import Frozen, GpuProfile
 from planner.time.constants import GB
 from planner.time.schemas import TimeBreakdown
@@ -80,6 +81,12 @@ class Volumes:
     micro_collectives: float = 0.0
     step_collectives: float = 0.0
     """Collective launches per micro-batch / per step (each pays ``collective_latency_s``)."""
+    host_micro_bytes: float = 0.0
+    """Offloaded parameters fetched from host RAM per micro-batch (per rank)."""
+    host_step_bytes: float = 0.0
+    """Offloaded optimizer: gradient partition down, updated partition up, per step (per rank)."""
+    cpu_params: float = 0.0
+    """Parameters one node's CPU optimizer updates per step (0: the GPU runs the optimizer)."""
 
 
 def volumes(ctx: Context, parallel: ParallelSpec) -> Volumes:
@@ -89,6 +96,16 @@ def volumes(ctx: Context, parallel: ParallelSpec) -> Volumes:
     params = states.weight_bytes(ctx) + states.adapter_bytes(ctx)
     grads = states.gradient_bytes(ctx)
     trainable = states.trainable_params(ctx) * ctx.d.compute
+    base = _volumes(ctx, parallel, r, params, grads, trainable)
+    if parallel.offload is Offload.NONE:
+        return base
+    host_micro = 2.0 * params / n if parallel.offload is Offload.PARAMS else 0.0
+    return replace(base, host_micro_bytes=host_micro, host_step_bytes=(grads + trainable) / n,
+                   cpu_params=states.trainable_params(ctx) / parallel.nodes)
+
+
+def _volumes(ctx: Context, parallel: ParallelSpec, r: float, params: float, grads: float, trainable: float
+             ) -> Volumes:
     s = parallel.strategy
     cfg = engine_defaults()
     layers = float(max(ctx.layers, 1))
@@ -142,16 +159,21 @@ def data_parallel_time(ctx: Context, parallel: ParallelSpec, gpu: GpuProfile, si
     micro_compute = single.compute_s + single.memory_s + single.dequant_s
     micro = max(micro_compute, single.overhead_s)
     optimizer = single.optimizer_s / (parallel.world_size if parallel.strategy.shards_optimizer else 1)
+    host = c["host_link_gb_per_s"] * GB
+    if vol.cpu_params:
+        optimizer = vol.cpu_params / c["cpu_adam_params_per_s"]  # the CPU steps instead of the GPU
     hide = c["overlap_fraction"]
     latency = c["collective_latency_s"]
     micro_comm = vol.micro_bytes / bus
     edge = micro_comm / max(ctx.layers, 1)  # the first unit's gather and the last's reduce-scatter: nothing before
     exposed = grad_accum * (max(edge, micro_comm - hide * micro_compute) + vol.micro_collectives * latency)
+    host_micro = vol.host_micro_bytes / host
+    exposed += grad_accum * max(0.0, host_micro - hide * micro_compute) + vol.host_step_bytes / host
     last_comm = vol.step_overlapped_bytes / bus
     exposed += max(0.0, last_comm - hide * _BACKWARD_SHARE * micro_compute)
     step_exposed = vol.step_exposed_bytes / bus
     exposed += step_exposed + vol.step_collectives * latency
-    comm = grad_accum * micro_comm + last_comm + step_exposed
+    comm = grad_accum * (micro_comm + host_micro) + last_comm + step_exposed + vol.host_step_bytes / host
     compute_step = grad_accum * micro + optimizer
     step = compute_step + exposed
     tokens_step = grad_accum * ctx.tokens
@@ -162,6 +184,6 @@ def data_parallel_time(ctx: Context, parallel: ParallelSpec, gpu: GpuProfile, si
         "optimizer_s": optimizer, "tokens_per_s": total, "tokens_per_s_low": single.tokens_per_s_low * scale,
         "tokens_per_s_high": single.tokens_per_s_high * scale})
     return timed, CommBreakdown(
-        link=link, bus_gb_per_s=round(bus / GB, 2), comm_bytes_per_step=comm * bus, comm_s=comm,
+        link=link, bus_gb_per_s=round(bus / GB, 2), comm_bytes_per_step=grad_accum * vol.micro_bytes + vol.step_overlapped_bytes + vol.step_exposed_bytes, comm_s=comm,
         exposed_comm_s=exposed, step_s=step, scaling_efficiency=round(compute_step / step, 4),
         tokens_per_s_per_gpu=round(per_gpu, 1))

@@ -104,7 +104,9 @@ def _parallel_lines(p: Plan, console: Console, show_config: bool) -> None:
         return
     par, c = p.parallel, p.comm
     nodes = f" on {par.nodes} nodes" if par.nodes > 1 else ""
-    console.print(f"  GPUs: {par.world_size}{nodes}, {par.strategy}; peak and micro-batch are per GPU, "
+    offload = f" + offload {par.offload} ({p.host_gib:,.0f} GiB host RAM per node)" \
+        if par.offload != "none" and p.host_gib is not None else ""
+    console.print(f"  GPUs: {par.world_size}{nodes}, {par.strategy}{offload}; peak and micro-batch are per GPU, "
                   "tokens/s for all", highlight=False)
     if c is not None:
         console.print(f"  comm: {c.comm_s:.2f} s/step over {escape(c.link)} ({c.bus_gb_per_s:g} GB/s), "
