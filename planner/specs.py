@@ -7,6 +7,7 @@ Results (what the estimator returns) live in :mod:`planner.results`.
 from __future__ import annotations
 
 from enum import Enum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator
 
@@ -105,6 +106,18 @@ class ModelProfile(Frozen):
     """What the config says that the estimate does not model (e.g. ``auto_map`` custom code)."""
 
 
+class Interconnect(Frozen):
+    """A GPU's link to the other GPUs of its node (``profiles/gpus.json`` ``interconnect``)."""
+
+    kind: Literal["nvlink", "pcie"]
+    generation: str
+    """E.g. ``NVLink 4 (SXM5, NVSwitch)`` or ``PCIe 4.0 x16``."""
+    gb_per_s: float = Field(gt=0)
+    """GB/s (1e9 bytes) per direction per GPU (NVIDIA's NVLink totals count both directions: halved)."""
+    source: str
+    date: str
+
+
 class GpuProfile(Frozen):
     """One GPU model. Memory is what the device reports (``torch.cuda.get_device_properties().total_memory``)."""
 
@@ -118,6 +131,8 @@ class GpuProfile(Frozen):
     compute_capability: str
     source: str
     date: str
+    interconnect: Interconnect | None = None
+    """Intra-node GPU-to-GPU link (None: unknown; the comm model assumes PCIe, ``profiles/parallel.json``)."""
 
 
 class TrainSpec(Frozen):

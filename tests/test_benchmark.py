@@ -21,6 +21,15 @@ def test_estimate_in_process(benchmark) -> None:
     assert est.fits
 
 
+def test_recommend_with_gpu_count_search(benchmark) -> None:
+    """Full ``recommend`` with the GPU-count x strategy search (``--max-gpus 16``): must stay under 0.5 s."""
+    from planner.recommender import make_request, recommend
+
+    request = make_request(methods=["full"], max_gpus=16, examples=10000, avg_tokens=1024)
+    rec = benchmark(recommend, "llama-3-70b", "h100", request=request)
+    assert rec.plans and rec.plans[0].parallel is not None
+
+
 def _loraplan() -> list[str]:
     exe = shutil.which("loraplan")
     return [exe] if exe else [sys.executable, "-m", "planner"]

@@ -41,7 +41,11 @@ LAYERS: dict[str, int] = {
     "planner.parallel": 6,
     "planner.estimator": 7,
     "planner.time": 8,
+    "planner.time.comm": 8,  # data-parallel communication time (reads planner.parallel)
     "planner.recommender": 9,
+    "planner.recommender.parallel": 9,  # GPU-count x strategy search
+    "planner.recommender.counts": 9,  # the GPU-count ladder (leaf: request.py validates with it)
+    "planner.recommender.launch": 9,  # accelerate config YAML and launch command
     "planner.explain": 9,
     "planner.sweep": 9,
     "planner.matrix": 9,

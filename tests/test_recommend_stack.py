@@ -70,7 +70,7 @@ def test_candidates_are_estimated_on_the_stack() -> None:
              "--grad-ckpt" if old.grad_ckpt else "--no-grad-ckpt")
     est = _json("estimate", "llama-3-8b", "--gpu", "4090", "--framework", "trl", "--versions", "trl=1.16.0", *shape)
     assert old.peak_gib.device == pytest.approx(est["peak_gib"]["device"], abs=1e-3)  # JSON: 4 decimals
-    base = _json("estimate", "llama-3-8b", "--gpu", "4090", *shape)
+    base = _json("estimate", "llama-3-8b", "--gpu", "4090", "--framework", "trainer", *shape)
     assert est["peak_gib"]["device"] < base["peak_gib"]["device"]
 
 

@@ -86,11 +86,18 @@ def _recommend(console: Console) -> None:
                           console)
     render_recommendation(recommend("llama-3-70b", "4090", request=make_request(dataset_tokens=20e6)), console)
     render_recommendation(recommend("qwen2.5-0.5b", "t4", request=make_request(methods=["full"])), console)
+    render_recommendation(recommend("llama-3-70b", "h100", request=make_request(methods=["full"], max_gpus=16,
+                                                                                 dataset_tokens=1e7)), console)
+    render_recommendation(recommend("llama-3-70b", "h100", request=make_request(methods=["full"], gpus=4)), console)
+    render_recommendation(recommend("llama-3-70b", "h100", request=make_request(methods=["full"], gpus=4,
+                                                                                 host_ram_gib=100)), console)
 
 
 def _instances(console: Console) -> None:
     render_instances(plan_instances("llama-3-8b", request=make_request(dataset_tokens=20e6)), console, show_all=True)
     render_instances(plan_instances("llama-3.1-70b", request=make_request()), console, show_all=True)
+    render_instances(plan_instances("llama-3-70b", request=make_request(methods=["full"], examples=10000,
+                                                                        avg_tokens=1024)), console, show_all=True)
 
 
 def _sweep(console: Console) -> None:

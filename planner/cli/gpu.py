@@ -14,7 +14,12 @@ NO_GPU_MESSAGE = "no --gpu given and no GPU detected; pass --gpu (e.g. --gpu 409
 
 
 def detect_gpu_profile() -> GpuProfile:
-    """The shipped profile matching the first visible CUDA GPU (device 0).
+    """The shipped profile matching the first visible CUDA GPU (device 0)."""
+    return detect_gpu_profile_and_count()[0]
+
+
+def detect_gpu_profile_and_count() -> tuple[GpuProfile, int]:
+    """The shipped profile matching the first visible CUDA GPU (device 0), and how many visible GPUs match it.
 
     Raises:
         PlannerError: no GPU is visible (or the probe extra is not installed), or the detected GPU
@@ -31,4 +36,4 @@ def detect_gpu_profile() -> GpuProfile:
     first = gpus[0]
     if first.profile is None:
         raise PlannerError(f"detected GPU {first.name!r} has no shipped profile; pass --gpu with the closest one")
-    return load_gpu(first.profile)
+    return load_gpu(first.profile), sum(1 for g in gpus if g.profile == first.profile)

@@ -9,7 +9,7 @@ import click
 
 from planner import recommender
 from planner.cli.dataset_options import dataset_options, pop_dataset
-from planner.cli.gpu import detect_gpu_profile
+from planner.cli import gpu as gpu_detection
 from planner.cli.output import emit_json
 from planner.cli.stack_options import stack_from_options, stack_options
 from planner.estimator.fits import DEFAULT_HEADROOM
@@ -81,7 +81,16 @@ def _request(values: dict[str, Any], stack: dict[str, Any]) -> Any:
         top=values.get("top", 1),
         methods=None if method == "auto" else [method],
         **stack,
+        gpus=values.get("gpus") or 1,
+        max_gpus=values.get("max_gpus"),
+        host_ram_gib=values.get("host_ram"),
     )
+
+
+def _at_least_one(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value is not None and value < 1:
+        raise click.BadParameter(f"must be at least 1, got {value}")
+    return value
 
 
 @click.command()
@@ -91,6 +100,12 @@ def _request(values: dict[str, Any], stack: dict[str, Any]) -> Any:
 @stack_options
 @dataset_options
 @click.option("--top", type=int, default=3, show_default=True, help="Plans to show.")
+@click.option("--gpus", type=int, default=None, callback=_at_least_one,
+              help="GPUs to plan for, in one node (default: the detected count, else 1); peak GiB is per GPU.")
+@click.option("--max-gpus", "max_gpus", type=int, default=None, callback=_at_least_one,
+              help="Search 1, 2, 4, 8 GPUs, then nodes of 8, up to this; fewest GPUs first, then fastest.")
+@click.option("--host-ram", "host_ram", type=float, default=None,
+              help="Host RAM per node (GiB): offload plans (tried when nothing else fits) must stay within it.")
 @click.option("--prices", type=click.Path(dir_okay=False), default=None,
               help="Price file merged over the instance catalogue (for the nothing-fits alternatives).")
 @click.option("--code/--no-code", default=True, show_default=True, help="Print the ready-to-paste code (text output).")
@@ -105,8 +120,13 @@ def recommend(model: str, gpu: str | None, prices: str | None, code: bool, as_js
     stack = _stack_request(values)
     data_values = pop_dataset(values)
     analysis = apply_dataset(model, values, data_values)
-    result = recommender.recommend(model, gpu if gpu is not None else detect_gpu_profile(), gpu_detected=gpu is None,
-                                   request=_request(values, stack), prices=prices)
+    gpu_profile: Any = gpu
+    if gpu is None:
+        gpu_profile, count = gpu_detection.detect_gpu_profile_and_count()
+        if values.get("gpus") is None and values.get("max_gpus") is None:
+            values["gpus"] = count
+    result = recommender.recommend(model, gpu_profile, gpu_detected=gpu is None, request=_request(values, stack),
+                                   prices=prices)
     report = dataset_file_report(analysis, model, result, gpu, values, data_values)
     if as_json:
         data = result.model_dump(mode="json")

@@ -8,7 +8,7 @@ from planner.catalog import gpu_profiles, load_gpu
 from planner.errors import PlannerError
 from planner.recommender.catalogue import load_instances
 from planner.recommender.request import Request
-from planner.recommender.schemas import Alternatives, GpuOption, InstanceOption
+from planner.recommender.schemas import Alternatives, GpuCountOption, GpuOption, InstanceOption
 from planner.recommender.search import Candidate, best_plan
 from planner.specs import GpuProfile, ModelProfile
 
@@ -48,7 +48,33 @@ def _instance_options(best: _Best, limit: int, prices: str | None) -> list[Insta
     return [o for _, o in insts[:limit]]
 
 
-def alternatives(profile: ModelProfile, request: Request, limit: int = 3, prices: str | None = None) -> Alternatives:
+MORE_GPUS_UP_TO = 64
+"""How far :func:`more_gpus` looks (8 nodes of 8)."""
+
+
+def more_gpus(profile: ModelProfile, gpu: GpuProfile, request: Request, prices: str | None = None
+              ) -> GpuCountOption | None:
+    """The fewest GPUs of kind ``gpu`` beyond the request's counts (up to 64) on which some plan fits."""
+    from planner.recommender.counts import gpu_counts
+    from planner.recommender.parallel import network_gbps, search_counts
+
+    counts = [n for n in gpu_counts(MORE_GPUS_UP_TO) if n > max(request.gpu_counts())]
+    if not counts:
+        return None
+    found = search_counts(profile, gpu, request, counts, best_only=True, network=network_gbps(gpu, prices),
+                          offload=False)
+    if not found.candidates:
+        return None
+    c = min(found.candidates, key=lambda c: c.key)
+    p = c.parallel
+    return GpuCountOption(gpus=found.world, nodes=p.nodes if p else 1, strategy=p.strategy.value if p else "none",
+                          method=c.train.method, targets=c.targets, peak_gib=round(c.estimate.peak_gib.device, 3),
+                          hours=None if c.hours is None else round(c.hours, 3),
+                          tokens_per_s=round(c.time.tokens_per_s, 1))
+
+
+def alternatives(profile: ModelProfile, request: Request, limit: int = 3, prices: str | None = None,
+                 gpu: GpuProfile | None = None) -> Alternatives:
     """The smallest GPU profiles, and the instances with the cheapest job, on which some plan fits.
 
     Args:
@@ -56,6 +82,7 @@ def alternatives(profile: ModelProfile, request: Request, limit: int = 3, prices
         request: what the user asked for.
         limit: how many of each to list.
         prices: user price file merged over the instance catalogue.
+        gpu: the requested GPU: also say how many of it would fit (``more_gpus``).
     """
     fits: dict[str, Candidate | None] = {}
 
@@ -64,4 +91,5 @@ def alternatives(profile: ModelProfile, request: Request, limit: int = 3, prices
             fits[gpu.name] = best_plan(profile, gpu, request)[1]
         return fits[gpu.name]
 
-    return Alternatives(gpus=tuple(_gpu_options(best, limit)), instances=tuple(_instance_options(best, limit, prices)))
+    return Alternatives(gpus=tuple(_gpu_options(best, limit)), instances=tuple(_instance_options(best, limit, prices)),
+                        more_gpus=more_gpus(profile, gpu, request, prices) if gpu is not None else None)

@@ -6,7 +6,8 @@ from planner.catalog import load_gpu, load_model
 from planner.errors import PlannerError
 from planner.estimator import usable_gib
 from planner.recommender.alternatives import alternatives
-from planner.recommender.plan import assumptions, build_plan
+from planner.recommender.parallel import network_gbps, search_counts
+from planner.recommender.plan import assumptions, build_plan, parallel_assumption
 from planner.recommender.reasons import nothing_fits_reason
 from planner.recommender.request import Request, make_request
 from planner.recommender.schemas import GpuBudget, Recommendation
@@ -58,10 +59,26 @@ def recommend(
     profile = load_model(model) if isinstance(model, str) else model
     gpu_profile = load_gpu(gpu) if isinstance(gpu, str) else gpu
     request = request or make_request(**options)  # type: ignore[arg-type]
-    search, cands = full_search(profile, gpu_profile, request)
-    plans = tuple(build_plan(search, c, with_code) for c in select(cands, request.top))
+    counts = request.gpu_counts()
+    if counts == [1]:
+        search, cands = full_search(profile, gpu_profile, request)
+        plans = tuple(build_plan(search, c, with_code) for c in select(cands, request.top))
+        evaluated, notes = search.evaluated, assumptions(search)
+    else:
+        found = search_counts(profile, gpu_profile, request, counts, network=network_gbps(gpu_profile, prices))
+        search = found.searches[0]
+        plans = tuple(build_plan(found.search_of(c), c, with_code) for c in select(found.candidates, request.top))
+        evaluated, notes = found.evaluated, assumptions(search)
+        if found.world > 1:
+            first = plans[0] if plans else None
+            link = first.comm.link if first and first.comm else None
+            nodes = first.parallel.nodes if first and first.parallel else 1
+            notes[-1] = parallel_assumption(found.world, nodes, link)
     reason = None if plans else nothing_fits_reason(search)
-    alts = alternatives(profile, request, prices=prices) if not plans and with_alternatives else None
+    if reason and counts != [1]:
+        many = f"{' / '.join(map(str, counts))} x {gpu_profile.name} (every strategy)"
+        reason = reason.replace(f"nothing fits {gpu_profile.name}:", f"nothing fits {many}:", 1)
+    alts = alternatives(profile, request, prices=prices, gpu=gpu_profile) if not plans and with_alternatives else None
     return Recommendation(
         model=profile.name,
         gpu=_gpu_budget(search, gpu_detected),
@@ -70,8 +87,8 @@ def recommend(
         dataset=request.dataset(),
         task=request.task,
         utilization=search.util[request.methods[0]],
-        assumptions=tuple(assumptions(search)),
-        searched=search.evaluated,
+        assumptions=tuple(notes),
+        searched=evaluated,
         alternatives=alts,
         stack=request.resolved_stack().ref(request.stack_detected),
     )

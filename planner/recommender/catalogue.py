@@ -42,6 +42,9 @@ class Instance(Frozen):
     date: str
     """When the price was read."""
     source: str
+    network_gbps: float | None = Field(default=None, gt=0)
+    """Inter-node network per instance, Gbit/s (EFA / InfiniBand); None where not catalogued."""
+    network_source: str | None = None
 
 
 def catalogue_path() -> Path:

@@ -1,4 +1,9 @@
-"""``plan_instances``: the best single-GPU plan on each catalogue instance, its time and cost, sorted by cost."""
+"""``plan_instances``: the best plan on all the GPUs of each catalogue instance, its time and cost, sorted by cost.
+
+A multi-GPU instance runs the best data-parallel plan over all its GPUs (:mod:`planner.recommender.parallel`):
+its tokens/s (and so the hours billed) include the communication the step cannot hide, so the cost reflects
+the scaling efficiency instead of billing idle GPUs as if they worked.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from planner.catalog import load_gpu, load_model
 from planner.errors import PlannerError
 from planner.inputs import check_number
 from planner.recommender.catalogue import Instance, load_instances
+from planner.recommender.parallel import search_counts
 from planner.recommender.plan import build_plan, stack_assumptions
 from planner.recommender.request import Request, make_request
 from planner.recommender.schemas import InstanceResult, InstancesReport, Plan
@@ -18,7 +24,8 @@ from planner.stack.stack import default_stack
 ASSUMPTIONS = (
     "sorted by cost for the job (by USD per million tokens when no dataset size is given: the same order)",
     "on-demand list prices as dated per entry; override with --prices FILE or $LORAPLAN_INSTANCES",
-    "multi-GPU instances run the single-GPU plan on one GPU",
+    "multi-GPU instances use all their GPUs with the best data-parallel strategy (DDP, FSDP or DeepSpeed ZeRO); "
+    "their time includes the communication not hidden behind compute (profiles/parallel.json comm)",
 )
 
 
@@ -42,17 +49,24 @@ def _chosen(catalogue: tuple[Instance, ...], providers: Iterable[str] | None,
     ]
 
 
-def _gpu_plan(profile: ModelProfile, gpu_name: str, request: Request) -> tuple[tuple[bool, Plan | None], int]:
-    """((whether a GPU profile has this name, its best plan or None), configurations evaluated)."""
+def _gpu_plan(profile: ModelProfile, gpu_name: str, request: Request, gpus: int = 1,
+              network: float | None = None) -> tuple[tuple[bool, Plan | None], int]:
+    """((whether a GPU profile has this name, the best plan on ``gpus`` of it or None), configurations evaluated)."""
     try:
         gpu = load_gpu(gpu_name)
     except PlannerError:
         return (False, None), 0
-    search, cand = best_plan(profile, gpu, request)
-    return (True, build_plan(search, cand, with_code=False) if cand else None), search.evaluated
+    if gpus == 1:
+        search, cand = best_plan(profile, gpu, request)
+        return (True, build_plan(search, cand, with_code=False) if cand else None), search.evaluated
+    found = search_counts(profile, gpu, request, [gpus], best_only=True, network=network, offload=False)
+    if not found.candidates:
+        return (True, None), found.evaluated
+    best = min(found.candidates, key=lambda c: c.key)
+    return (True, build_plan(found.search_of(best), best, with_code=False)), found.evaluated
 
 
-def _result(inst: Instance, plan: Plan | None, has_profile: bool) -> InstanceResult:
+def _result(inst: Instance, plan: Plan | None, has_profile: bool, effective_batch: int) -> InstanceResult:
     """One instance's row: fit, hours, cost and USD per million tokens."""
     hours = plan.hours if plan else None
     cost = round(hours * inst.price_per_hour, 2) if hours is not None else None
@@ -63,8 +77,11 @@ def _result(inst: Instance, plan: Plan | None, has_profile: bool) -> InstanceRes
     note = None
     if not has_profile:
         note = f"no GPU profile named {inst.gpu!r}"
-    elif inst.gpus > 1:
-        note = f"{inst.gpus} GPUs: counted as one (single-GPU plan; data-parallel/sharded plans not modeled)"
+    elif inst.gpus > 1 and effective_batch % inst.gpus:
+        note = f"--effective-batch {effective_batch} does not split over {inst.gpus} GPUs: no data-parallel plan"
+    elif plan is not None and plan.parallel is not None and plan.comm is not None:
+        note = (f"{inst.gpus} GPUs, {plan.parallel.strategy}: {plan.comm.scaling_efficiency:.0%} scaling efficiency "
+                f"({plan.comm.link})")
     return InstanceResult(
         provider=inst.provider, instance=inst.instance, gpu=inst.gpu, gpus=inst.gpus,
         price_per_hour=inst.price_per_hour, fits=plan is not None, plan=plan, hours=hours, cost=cost,
@@ -92,10 +109,11 @@ def plan_instances(
     max_price_per_hour: float | None = None,
     **options: object,
 ) -> InstancesReport:
-    """For each catalogue instance: the best single-GPU plan, its time and cost; sorted by cost.
+    """For each catalogue instance: the best plan on all its GPUs, its time and cost; sorted by cost.
 
-    Multi-GPU instances count as one GPU (no sharded or data-parallel plan is modeled), so their cost is
-    the whole instance's price for a one-GPU job. ``fastest`` marks the shortest job among fitting ones.
+    Multi-GPU instances run the best data-parallel plan over every GPU (``plan.parallel``); its tokens/s
+    include the exposed communication, so hours and cost reflect the scaling efficiency. ``fastest`` marks
+    the shortest job among fitting ones.
 
     Args:
         model: profile or name (anything :func:`planner.load_model` resolves).
@@ -106,15 +124,16 @@ def plan_instances(
     """
     profile = load_model(model) if isinstance(model, str) else model
     request = request or make_request(**options)  # type: ignore[arg-type]
-    per_gpu: dict[str, tuple[bool, Plan | None]] = {}
+    per_gpu: dict[tuple[str, int], tuple[bool, Plan | None]] = {}
     searched = 0
     results: list[InstanceResult] = []
     for inst in _chosen(load_instances(prices), providers, max_price_per_hour):
-        if inst.gpu not in per_gpu:
-            per_gpu[inst.gpu], evaluated = _gpu_plan(profile, inst.gpu, request)
+        key = (inst.gpu, inst.gpus)
+        if key not in per_gpu:
+            per_gpu[key], evaluated = _gpu_plan(profile, inst.gpu, request, inst.gpus)
             searched += evaluated
-        has_profile, plan = per_gpu[inst.gpu]
-        results.append(_result(inst, plan, has_profile))
+        has_profile, plan = per_gpu[key]
+        results.append(_result(inst, plan, has_profile, request.effective_batch))
     return InstancesReport(instances=tuple(_sorted_marking_fastest(results)), model=profile.name,
                            dataset=request.dataset(), assumptions=ASSUMPTIONS + _stack_notes(request), searched=searched,
                            stack=request.resolved_stack().ref(request.stack_detected))

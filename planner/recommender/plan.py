@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from planner.model.targets import peft_target_modules, resolve_targets
-from planner.recommender import rules, snippets
+from planner.recommender import launch, rules, snippets
 from planner.recommender.reasons import plan_reasons
 from planner.recommender.snippet_frameworks import PlanCode, code_for
 from planner.recommender.request import Request
@@ -15,13 +15,15 @@ from planner.specs import DType, Method, ModelProfile, TrainSpec
 from planner.stack.resolve import newest_versions
 from planner.stack.snippet_options import snippet_options
 from planner.stack.stack import default_stack
+from planner.time.comm import comm_constants
 
 
 def _hub_id(profile: ModelProfile) -> str:
     return profile.hub_id or profile.name
 
 
-def _code(search: Search, t: TrainSpec, modules: str | list[str] | None, learning_rate: float) -> snippets.Code:
+def _code(search: Search, t: TrainSpec, modules: str | list[str] | None, learning_rate: float,
+          c: Candidate | None = None) -> snippets.Code:
     """Ready-to-paste code for the request's framework at its stack's versions (LoraConfig / SFTConfig / ...)."""
     req = search.request
     stack = req.resolved_stack()
@@ -53,6 +55,10 @@ def _optimizer_steps(req: Request) -> int | None:
 
 def _warnings(req: Request, c: Candidate) -> tuple[str, ...]:
     warnings = list(c.estimate.warnings)
+    if c.parallel is not None and c.parallel.offload.value != "none" and c.estimate.host_gib is not None:
+        checked = "within --host-ram" if req.host_ram_gib is not None else "not checked: give --host-ram"
+        warnings.append(f"offloads {c.estimate.host_gib:.0f} GiB per node to host RAM ({checked}); the CPU runs "
+                        "the optimizer step")
     if req.avg_tokens is not None and req.avg_tokens > req.seq_len:
         warnings.append(f"average example ({req.avg_tokens:g} tokens) is longer than --seq-len {req.seq_len}: "
                         "examples are truncated to max_length")
@@ -104,8 +110,36 @@ def build_plan(search: Search, c: Candidate, with_code: bool = True) -> Plan:
         headroom_gib=round(search.budget - c.estimate.peak_gib.device, 3),
         time=c.time,
         warnings=_warnings(req, c),
-        code=_code(search, t, modules, lr) if with_code else None,
+        code=_code(search, t, modules, lr, c) if with_code else None,
+        **_parallel_fields(c),
     )
+
+
+def _parallel_fields(c: Candidate) -> dict[str, object]:
+    """A multi-GPU candidate's ``parallel``, ``comm``, accelerate config and launch command (else nothing)."""
+    if c.parallel is None:
+        return {}
+    t = c.train
+    return {
+        "parallel": c.estimate.parallel,
+        "comm": c.comm,
+        "accelerate_config_yaml": launch.accelerate_config(c.parallel, grad_accum=t.grad_accum, grad_ckpt=t.grad_ckpt,
+                                                           dtype=t.dtype),
+        "launch_command": launch.launch_command(c.parallel),
+        "host_gib": None if c.estimate.host_gib is None or c.parallel.offload.value == "none"
+        else round(c.estimate.host_gib, 3),
+    }
+
+
+def parallel_assumption(world: int, nodes: int, link: str | None) -> str:
+    """The multi-GPU stack line of ``assumptions`` (replaces the single-GPU one)."""
+    c = comm_constants()
+    where = f"{world} GPUs" + (f" on {nodes} nodes" if nodes > 1 else " in one node")
+    return (f"{where}, launched with accelerate (torch DDP / FSDP or DeepSpeed ZeRO), transformers Trainer / TRL "
+            "SFTTrainer + PEFT + bitsandbytes, SDPA attention; micro-batch per GPU, effective batch across all; "
+            f"time = per-GPU compute + the communication not hidden behind it ({link or 'interconnect'}; ring "
+            f"collectives at {c['bus_efficiency']:.0%} of the link, {c['overlap_fraction']:.0%} of the compute "
+            "overlappable, both assumed: profiles/parallel.json comm)")
 
 
 def _dataset_assumption(req: Request) -> str:

@@ -68,6 +68,11 @@ def batch_reason(search: Search, c: Candidate) -> str:
     t = c.train
     e = search.request.effective_batch
     bigger = [mb for mb in search.micro_batches() if mb > t.micro_batch]
+    world = c.parallel.world_size if c.parallel is not None else 1
+    if world > 1:
+        whole = t.micro_batch * world == e
+        return (f"micro-batch {t.micro_batch} per GPU x grad-accum {t.grad_accum} x {world} GPUs = effective batch {e}"
+                + ("; no accumulation" if whole else ""))
     if not bigger:
         return f"micro-batch {t.micro_batch} (the whole effective batch {e}) fits; no accumulation"
     est = search.cached(search.spec(t.method, c.targets, t.rank, bigger[0], t.grad_ckpt, t.optim))

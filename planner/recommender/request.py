@@ -43,6 +43,12 @@ class Request(Frozen):
     def resolved_stack(self) -> Stack:
         """The stack the plans assume (:attr:`stack`, else the default)."""
         return self.stack if self.stack is not None else default_stack()
+    gpus: int = 1
+    """GPUs to plan for (``--gpus``; one node at most)."""
+    max_gpus: int | None = None
+    """Search GPU counts up to this (``--max-gpus``; whole nodes beyond one), fewest first."""
+    host_ram_gib: float | None = None
+    """Host RAM per node for offloaded state (``--host-ram``; None: not checked)."""
 
     def tokens(self) -> float | None:
         """Training tokens per epoch: given, or examples x average tokens (capped at seq_len); None if unknown."""
@@ -58,6 +64,14 @@ class Request(Frozen):
             return max(1, min(self.seq_len, int(round(self.avg_tokens))))
         return self.seq_len
 
+    def gpu_counts(self) -> list[int]:
+        """GPU counts to search, fewest first: ``[gpus]``, or 1, 2, 4, 8, 16, ... up to ``max_gpus``."""
+        if self.max_gpus is None:
+            return [self.gpus]
+        from planner.recommender.counts import gpu_counts
+
+        return gpu_counts(self.max_gpus)
+
     def dataset(self) -> Dataset:
         """The dataset part of a result (``dataset`` in the JSON)."""
         return Dataset(tokens=self.tokens(), examples=self.examples, avg_tokens=self.avg_tokens, epochs=self.epochs)
@@ -68,6 +82,24 @@ def _check_dataset_size(dataset_tokens: float | None, examples: int | None, avg_
         raise PlannerError("give either --dataset-tokens or --examples with --avg-tokens, not both")
     if (examples is None) != (avg_tokens is None):
         raise PlannerError("--examples and --avg-tokens go together (dataset tokens = examples x avg tokens)")
+
+
+def _check_gpus(gpus: int, max_gpus: int | None) -> None:
+    """``--gpus``: 1 to one node's GPUs; ``--max-gpus``: at least 1 and not below ``--gpus``."""
+    from planner.recommender.counts import gpus_per_node
+
+    node = gpus_per_node()
+    if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 1:
+        raise PlannerError(f"--gpus must be a whole number of at least 1, got {gpus!r}")
+    if gpus > node:
+        raise PlannerError(f"--gpus {gpus} is more GPUs than one node has ({node}): use --max-gpus "
+                           f"{-(-gpus // node) * node} to plan across nodes")
+    if max_gpus is not None:
+        if not isinstance(max_gpus, int) or isinstance(max_gpus, bool) or max_gpus < 1:
+            raise PlannerError(f"--max-gpus must be a whole number of at least 1, got {max_gpus!r}")
+        check_number("max_gpus", max_gpus, integer=True, label="--max-gpus")
+        if max_gpus < gpus:
+            raise PlannerError(f"--max-gpus {max_gpus} is fewer than --gpus {gpus}")
 
 
 def make_request(
@@ -87,6 +119,9 @@ def make_request(
     stack_warnings: Iterable[str] = (),
     framework: str | None = None,
     code_versions: dict[str, str] | None = None,
+    gpus: int = 1,
+    max_gpus: int | None = None,
+    host_ram_gib: float | None = None,
 ) -> Request:
     """Validate user input into a :class:`Request` (one-line :class:`PlannerError` on bad input).
 
@@ -102,6 +137,8 @@ def make_request(
                                  ("top", top, True)):
         check_number(name, value, integer=integer)  # finite, > 0, within profiles/limits.json
     headroom = check_headroom(headroom)
+    _check_gpus(gpus, max_gpus)
+    check_number("host_ram_gib", host_ram_gib, label="--host-ram")
     try:
         task = Task(task)
     except ValueError:
@@ -118,4 +155,5 @@ def make_request(
         effective_batch=effective_batch, epochs=epochs, task=task, headroom=headroom, top=top, methods=chosen,
         stack=stack, stack_detected=stack_detected, stack_warnings=tuple(stack_warnings), framework=framework,
         code_versions=dict(code_versions or {}),
+        gpus=gpus, max_gpus=max_gpus, host_ram_gib=host_ram_gib,
     )

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from planner.recommender.rules import Task
 from planner.recommender.snippets import Code
-from planner.results import MemoryGiB, PeakGiB, StackRef
+from planner.results import MemoryGiB, ParallelRef, PeakGiB, StackRef
 from planner.specs import DType, Frozen, Method, Optim
 from planner.time import TimeBreakdown, Utilization
+from planner.time.comm import CommBreakdown
 
 
 class Dataset(Frozen):
@@ -65,6 +66,17 @@ class Plan(Frozen):
     time: TimeBreakdown
     warnings: tuple[str, ...] = ()
     code: Code | None = None
+    parallel: ParallelRef | None = None
+    """Multi-GPU plans: strategy, GPUs per node, nodes, world size, offload (as ``estimate``'s); ``peak_gib`` is
+    per GPU, ``tokens_per_s`` and ``hours`` for all GPUs together, ``micro_batch`` per GPU."""
+    comm: CommBreakdown | None = None
+    """Multi-GPU plans: communication time, exposed part and scaling efficiency."""
+    accelerate_config_yaml: str | None = None
+    """Multi-GPU plans: the ``accelerate.yaml`` to launch with (FSDP / DeepSpeed plugin or MULTI_GPU)."""
+    launch_command: str | None = None
+    """Multi-GPU plans: ``accelerate launch --config_file accelerate.yaml train.py`` (with node flags)."""
+    host_gib: float | None = None
+    """Offload plans: host RAM per node the offloaded state needs (GiB)."""
 
 
 class GpuOption(Frozen):
@@ -86,11 +98,28 @@ class InstanceOption(Frozen):
     cost: float | None
 
 
+class GpuCountOption(Frozen):
+    """How many of the requested GPU would fit a plan, with the best strategy there."""
+
+    gpus: int
+    """World size (all nodes)."""
+    nodes: int
+    strategy: str
+    method: Method
+    targets: str | None
+    peak_gib: float
+    """Device peak per GPU."""
+    hours: float | None
+    tokens_per_s: float
+
+
 class Alternatives(Frozen):
     """When nothing fits: the smallest GPU profiles and the cheapest instances that would."""
 
     gpus: tuple[GpuOption, ...]
     instances: tuple[InstanceOption, ...]
+    more_gpus: GpuCountOption | None = None
+    """The fewest GPUs of the requested kind (up to 64, data-parallel) on which a plan fits."""
 
 
 class Recommendation(Frozen):

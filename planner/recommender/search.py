@@ -56,6 +56,10 @@ class Candidate:
     key: tuple
     targets: str | None
     rank_tier: int
+    parallel: object | None = None
+    """Multi-GPU candidates: the :class:`~planner.parallel.spec.ParallelSpec` they run under."""
+    comm: object | None = None
+    """Multi-GPU candidates: their :class:`~planner.time.comm.CommBreakdown`."""
 
 
 @dataclass
@@ -148,6 +152,8 @@ class Search:
             if not self.targets_exist(targets):
                 continue
             for method in self.request.methods:
+                if not self.allows(method):
+                    continue
                 if method is Method.FULL:
                     found = self._group(method, None, rank, 0) if t_index == 0 else []
                 else:
@@ -162,6 +168,8 @@ class Search:
         8-bit optimizer state): memory only grows from there, so False means no plan can fit."""
         eight_bit = [o for o in rules.OPTIM_PREFERENCE if optimizer_info(o).eight_bit]
         for method in self.request.methods:
+            if not self.allows(method):
+                continue
             if method is Method.FULL:
                 targets = None
             else:
@@ -172,6 +180,10 @@ class Search:
                 if self.fits(self.estimate(self.spec(method, targets, _LEANEST_RANK, 1, True, optim, kbit))):
                     return True
         return False
+
+    def allows(self, method: Method) -> bool:
+        """Whether this search plans ``method`` (a multi-GPU search only the methods its strategy suits)."""
+        return True
 
     def targets_exist(self, targets: str) -> bool:
         """Whether the model has the modules of a target preset (e.g. separate q/v projections)."""

@@ -59,6 +59,13 @@ def render_recommendation(rec: Recommendation, console: Console | None = None, s
                 console.print("Smallest GPUs that fit: " + "; ".join(
                     f"{o.name} ({o.memory_gib:.0f} GiB, {o.method.value}{' ' + o.targets if o.targets else ''}, "
                     f"{_hours(o.hours)})" for o in alts.gpus))
+            if alts.more_gpus is not None:
+                m = alts.more_gpus
+                console.print(f"Fits on {m.gpus} x {g.name} ({m.strategy}, {m.method.value}, {m.peak_gib:.1f} GiB per "
+                              f"GPU, {_hours(m.hours)}): --gpus {m.gpus}" if m.nodes == 1 else
+                              f"Fits on {m.gpus} x {g.name} ({m.nodes} nodes, {m.strategy}, {m.method.value}, "
+                              f"{m.peak_gib:.1f} GiB per GPU, {_hours(m.hours)}): --max-gpus {m.gpus}",
+                              highlight=False)
             if alts.instances:
                 console.print("Cheapest instances that fit: " + "; ".join(
                     f"{o.provider} {o.instance} ({o.gpus}x {o.gpu}, ${o.price_per_hour:.2f}/h"
@@ -78,6 +85,7 @@ def render_recommendation(rec: Recommendation, console: Console | None = None, s
         )
         steps = f", {p.optimizer_steps:,} optimizer steps" if p.optimizer_steps else ""
         console.print(f"  speed: {p.tokens_per_s:,.0f} tokens/s, {_hours_with_range(p.hours, p.hours_range)}{steps}")
+        _parallel_lines(p, console, show_code and i == 1)
         first = rec.plans[0].reasons
         reasons = p.reasons if i == 1 else tuple(r for r in p.reasons if r not in first)
         console.print("  why:" if i == 1 else "  why (what differs from plan 1):")
@@ -108,14 +116,35 @@ def _code(p: Plan, console: Console) -> None:
         console.print(Syntax(code.shell, "bash", theme="ansi_dark", word_wrap=True))
     elif code.note is not None:
         console.print(f"  code: {escape(code.note)}", highlight=False)
+def _parallel_lines(p: Plan, console: Console, show_config: bool) -> None:
+    """A multi-GPU plan's GPUs, strategy, communication, and (plan 1) its accelerate config and launch command."""
+    if p.parallel is None:
+        return
+    par, c = p.parallel, p.comm
+    nodes = f" on {par.nodes} nodes" if par.nodes > 1 else ""
+    offload = f" + offload {par.offload} ({p.host_gib:,.0f} GiB host RAM per node)" \
+        if par.offload != "none" and p.host_gib is not None else ""
+    console.print(f"  GPUs: {par.world_size}{nodes}, {par.strategy}{offload}; peak and micro-batch are per GPU, "
+                  "tokens/s for all", highlight=False)
+    if c is not None:
+        console.print(f"  comm: {c.comm_s:.2f} s/step over {escape(c.link)} ({c.bus_gb_per_s:g} GB/s), "
+                      f"{c.exposed_comm_s:.2f} s exposed; scaling efficiency {c.scaling_efficiency:.0%}",
+                      highlight=False)
+    if p.launch_command:
+        console.print(f"  launch: {escape(p.launch_command)}", highlight=False)
+    if show_config and p.accelerate_config_yaml:
+        console.print("  accelerate.yaml:")
+        console.print(Syntax(p.accelerate_config_yaml, "yaml", theme="ansi_dark", word_wrap=True))
 
 
 def _plans_table(rec: Recommendation) -> Table:
     """One row per plan: short headers and values that fit an 80-column terminal (speed and memory below)."""
+    first = rec.plans[0].parallel if rec.plans else None
+    where = f" on {first.world_size} x {rec.gpu.name}" if first is not None else ""
     table = compact_table(("#", "right"), ("method", "left"), ("targets", "left"), ("r", "right"),
                           ("batch", "right"), ("ckpt", "left"), ("optim", "left"), ("lr", "right"),
                           ("GiB", "right"), ("time", "right"),
-                          title="Plans (quality tier first, then fastest)")
+                          title=f"Plans{where} (quality tier first, then fastest)")
     for i, p in enumerate(rec.plans, 1):
         table.add_row(str(i), p.method.value, p.targets or "all", str(p.rank or "-"),
                       f"{p.micro_batch}x{p.grad_accum}", "on" if p.grad_ckpt else "off", p.optim.value,
@@ -134,7 +163,8 @@ def _short_plan(p: Plan) -> str:
     """``lora all-linear r32 2x8 ckpt`` (the optimizer only when not AdamW)."""
     what = f"{p.method.value} {p.targets} r{p.rank}" if p.targets else p.method.value
     optim = "" if p.optim.value == "adamw" else f" {p.optim.value}"
-    return f"{what} {p.micro_batch}x{p.grad_accum}{' ckpt' if p.grad_ckpt else ''}{optim}"
+    par = f" {p.parallel.strategy}" if p.parallel is not None else ""
+    return f"{what} {p.micro_batch}x{p.grad_accum}{' ckpt' if p.grad_ckpt else ''}{optim}{par}"
 
 
 def _instances_table(model: str, data: str, rows: list[InstanceResult]) -> Table:
@@ -154,12 +184,12 @@ def _plans_by_gpu(rows: list[InstanceResult]) -> Table:
     """The best plan on each GPU type (every instance with that GPU runs it)."""
     table = compact_table(("GPU", "left"), ("best plan (batch = micro-batch x accumulation)", "left"),
                           ("tok/s", "right"))
-    seen: set[str] = set()
+    seen: set[tuple[str, int]] = set()
     for r in rows:
-        if r.plan is None or r.gpu in seen:
+        if r.plan is None or (r.gpu, r.gpus) in seen:
             continue
-        seen.add(r.gpu)
-        table.add_row(r.gpu, _short_plan(r.plan), f"{r.plan.tokens_per_s:,.0f}")
+        seen.add((r.gpu, r.gpus))
+        table.add_row(f"{r.gpus}x {r.gpu}" if r.gpus > 1 else r.gpu, _short_plan(r.plan), f"{r.plan.tokens_per_s:,.0f}")
     return table
 
 
