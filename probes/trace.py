@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from unittest import mock
 
 import torch
@@ -35,6 +35,18 @@ NF4_NOTE = "NF4 emulated: bitsandbytes 4-bit storage and MatMul4Bit dataflow (sa
 FLASH_NOTE = "flash_attention_2 accounted as sdpa's flash kernel (same saved tensors)"
 BNB_OPTIM_NOTE = "bitsandbytes optimizer state emulated (Optimizer2State.init_state)"
 PAGED_NOTE = "paged optimizer state (params >= 1e5 elements) lives in CUDA unified memory: reported as paged_gib"
+
+
+class Sharding(Protocol):
+    """How the traced model is wrapped for data-parallel sharding (:mod:`probes.trace_fsdp`)."""
+
+    notes: list[str]
+
+    def context(self, tracker: LiveBytesTracker) -> AbstractContextManager[None]:
+        """Entered around the whole trace (e.g. to report storages the engine resizes to the tracker)."""
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Wrap the prepared (PEFT, checkpointing) model; runs on fake tensors."""
 
 
 @dataclass
@@ -170,13 +182,15 @@ class _Accounting:
         self.tracker.set_phase("idle")
 
 
-def run_trace(raw: dict[str, Any], spec: TrainSpec, *, steps: int = 2) -> TraceRun:
+def run_trace(raw: dict[str, Any], spec: TrainSpec, *, steps: int = 2, sharding: Sharding | None = None
+              ) -> TraceRun:
     """Trace ``steps`` optimizer steps of ``spec`` on the model ``raw`` describes.
 
     Args:
         raw: The model's ``config.json`` dict.
         spec: The training configuration.
         steps: Optimizer steps (at least 2: optimizer state exists only after the first).
+        sharding: Wraps the prepared model (FSDP2 on a fake process group); None: one process.
     """
     from probes.optim import EmulatedBnbAdamW, build_optimizer
 
@@ -188,8 +202,8 @@ def run_trace(raw: dict[str, Any], spec: TrainSpec, *, steps: int = 2) -> TraceR
         )
     started = time.perf_counter()
     tracker = LiveBytesTracker("cpu")
-    notes = list(EMULATION_NOTES)
-    with _trace_context(tracker):
+    notes = list(EMULATION_NOTES) + (list(sharding.notes) if sharding is not None else [])
+    with _trace_context(tracker), (sharding.context(tracker) if sharding is not None else nullcontext()):
         model = build.create_model(raw, spec, "cpu", trace=True)
         if spec.method is Method.QLORA:
             from probes.nf4 import replace_with_emulated_nf4
@@ -197,6 +211,8 @@ def run_trace(raw: dict[str, Any], spec: TrainSpec, *, steps: int = 2) -> TraceR
             replace_with_emulated_nf4(model, build.compute_dtype(spec), spec.double_quant)
             notes.append(NF4_NOTE)
         model = build.prepare(model, raw, spec)
+        if sharding is not None:
+            model = sharding.apply(model)
         total, trainable = _param_counts(model, spec)
         acct = _Accounting(tracker, model)
         acct.record("after_load")
