@@ -18,7 +18,7 @@ those two functions are wrapped to report the new size to the tracker. Rank 0 ho
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 from unittest import mock
 
@@ -44,6 +44,28 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
     return layers
 
 
+@contextmanager
+def fsdp2_storage_tracking(tracker: LiveBytesTracker) -> Iterator[None]:
+    """Report every storage FSDP2 frees or re-allocates by resizing (not a tensor op) to ``tracker``."""
+    import torch.distributed.fsdp._fully_shard._fsdp_param as fsdp_param
+    import torch.distributed.fsdp._fully_shard._fsdp_param_group as fsdp_group
+
+    alloc, free = fsdp_param.alloc_storage, fsdp_param.free_storage
+
+    def tracked_alloc(tensor: torch.Tensor) -> None:
+        alloc(tensor)
+        tracker.track(tensor)
+
+    def tracked_free(tensor: torch.Tensor) -> None:
+        free(tensor)
+        tracker.track(tensor)
+
+    with mock.patch.object(fsdp_param, "alloc_storage", tracked_alloc), \
+            mock.patch.object(fsdp_param, "free_storage", tracked_free), \
+            mock.patch.object(fsdp_group, "alloc_storage", tracked_alloc):
+        yield
+
+
 class Fsdp2Sharding:
     """``fully_shard`` per decoder layer, then the root, on a device mesh of the (fake) default group."""
 
@@ -52,25 +74,8 @@ class Fsdp2Sharding:
         self.mesh = mesh
         self.notes = [FAKE_PG_NOTE.format(w=world_size)]
 
-    @contextmanager
-    def context(self, tracker: LiveBytesTracker) -> Iterator[None]:
-        import torch.distributed.fsdp._fully_shard._fsdp_param as fsdp_param
-        import torch.distributed.fsdp._fully_shard._fsdp_param_group as fsdp_group
-
-        alloc, free = fsdp_param.alloc_storage, fsdp_param.free_storage
-
-        def tracked_alloc(tensor: torch.Tensor) -> None:
-            alloc(tensor)
-            tracker.track(tensor)
-
-        def tracked_free(tensor: torch.Tensor) -> None:
-            free(tensor)
-            tracker.track(tensor)
-
-        with mock.patch.object(fsdp_param, "alloc_storage", tracked_alloc), \
-                mock.patch.object(fsdp_param, "free_storage", tracked_free), \
-                mock.patch.object(fsdp_group, "alloc_storage", tracked_alloc):
-            yield
+    def context(self, tracker: LiveBytesTracker) -> AbstractContextManager[None]:
+        return fsdp2_storage_tracking(tracker)
 
     def apply(self, model: nn.Module) -> nn.Module:
         from torch.distributed.fsdp import fully_shard
