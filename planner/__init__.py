@@ -24,6 +24,7 @@ _EXPORTS = {
     "load_instances": "planner.recommender.catalogue",
     "Task": "planner.recommender.rules",
     "tokens_per_second": "planner.time.api",
+    "resolve_stack": "planner.stack.resolve",
     "gpu_profiles": "planner.catalog",
     "load_gpu": "planner.catalog",
     "load_model": "planner.catalog",

@@ -2,15 +2,15 @@
 
 ``loraplan estimate --explain`` lists them beside the one-line advice of
 :mod:`planner.estimator.advice` (which stops at the first change that fits; this evaluates them all).
-Each change alters one thing of the :class:`~planner.specs.TrainSpec`; changes the modeled stack does
-not cover (a chunked or fused loss, CPU offload) are listed as not modeled instead of being given a
-number. Pure: no I/O, no CLI objects.
+Each change alters one thing: the :class:`~planner.specs.TrainSpec`, the stack's loss path (a fused or
+chunked loss the framework offers, Liger) or where the optimizer state lives (ZeRO-Offload). A change
+that cannot apply says why instead of being given a number. Pure: no I/O, no CLI objects.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
@@ -18,7 +18,9 @@ from planner.estimator.api import Resolved
 from planner.estimator.core import usable_gib
 from planner.results import Estimate, GpuRef
 from planner.specs import Frozen, Method, Optim, TrainSpec
-from planner.stack.stack import LossKind, default_stack, load_stack
+from planner.parallel.spec import Offload, ParallelSpec, Strategy
+from planner.stack.resolve import LossChoice, framework_choices, resolve_stack
+from planner.stack.stack import LossKind, default_stack
 
 _8BIT = (Optim.ADAMW_8BIT, Optim.PAGED_ADAMW_8BIT)
 _ATTENTION_ONLY = (("attn",), ("qv",), ("q_proj", "v_proj"), ("q_proj", "k_proj", "v_proj", "o_proj"))
@@ -133,28 +135,56 @@ CANDIDATES: tuple[_Candidate, ...] = (
                lambda t: "--no-grad-ckpt" if t.grad_ckpt else "--grad-ckpt", _ckpt),
     _Candidate(lambda t: "QLoRA (4-bit base)", lambda t: "--method qlora", _qlora),
     _Candidate(lambda t: "LoRA, not full", lambda t: "--method lora", _lora),
-    _Candidate(lambda t: "8-bit optimizer", lambda t: "--optim adamw-8bit", _optim(Optim.ADAMW_8BIT)),
-    _Candidate(lambda t: "paged 8-bit optimizer", lambda t: "--optim paged-adamw-8bit",
+    _Candidate(lambda t: "8-bit AdamW", lambda t: "--optim adamw-8bit", _optim(Optim.ADAMW_8BIT)),
+    _Candidate(lambda t: "paged 8-bit AdamW", lambda t: "--optim paged-adamw-8bit",
                _optim(Optim.PAGED_ADAMW_8BIT)),
     _Candidate(lambda t: "rank halved", lambda t: f"--rank {max(1, t.rank // 2)}", _lora_only(_half_rank)),
-    _Candidate(lambda t: "attention-only targets", lambda t: "--targets attn", _lora_only(_attention)),
+    _Candidate(lambda t: "attention-only", lambda t: "--targets attn", _lora_only(_attention)),
     _Candidate(lambda t: "micro-batch halved", lambda t: f"--micro-batch {max(1, t.micro_batch // 2)} "
                f"--grad-accum {t.grad_accum * 2}", _half_batch),
     _Candidate(lambda t: "seq-len halved", lambda t: f"--seq-len {max(1, t.seq_len // 2)}", _half_seq),
 )
 
 
-def _not_modeled(est: Estimate) -> tuple[Change, ...]:
-    stack = load_stack(est.stack.name) if est.stack else default_stack()
-    loss_note = (f"{stack.name} computes the loss over full logits ({est.memory_gib.logits:.2f} GiB now); "
-                 "TRL's chunked_nll or Liger's fused loss would lower it") \
-        if stack.loss in (LossKind.FULL_LOGITS_FP32, LossKind.FULL_LOGITS_CONTIGUOUS) \
-        else f"{stack.framework} already uses a {stack.loss.value} loss ({est.memory_gib.logits:.2f} GiB now)"
-    return (
-        Change(change="chunked/fused loss", flags="-", status=ChangeStatus.NOT_MODELED, note=loss_note),
-        Change(change="CPU offload", flags="-", status=ChangeStatus.NOT_MODELED,
-               note="single GPU; optimizer/parameter offload (ZeRO-Offload, FSDP) is not modeled"),
-    )
+def _loss_change(inputs: Resolved, current: Estimate) -> Change:
+    """The loss path the stack's framework offers that never builds the full logits (Liger, fused, chunked)."""
+    stack = inputs.stack or default_stack()
+    if stack.loss not in (LossKind.FULL_LOGITS_FP32, LossKind.FULL_LOGITS_CONTIGUOUS):
+        return Change(change="fused/chunked loss", flags="-", status=ChangeStatus.NOT_APPLICABLE,
+                      note=f"{stack.framework} already uses a {stack.loss.value} loss "
+                           f"({current.memory_gib.logits:.2f} GiB now)")
+    losses, liger = framework_choices(stack.framework)
+    pick = ((LossChoice.FUSED, "--loss fused") if LossChoice.FUSED.value in losses else
+            (None, "--liger") if liger else
+            (LossChoice.CHUNKED, "--loss chunked") if LossChoice.CHUNKED.value in losses else None)
+    if pick is None:
+        return Change(change="fused/chunked loss", flags="-", status=ChangeStatus.NOT_APPLICABLE,
+                      note=f"{stack.framework} offers no other loss path")
+    loss, flags = pick
+    variant = resolve_stack(stack.framework, dict(stack.versions), liger=loss is None, loss=loss, detect=False)
+    est = replace(inputs, stack=variant.stack).run(current.train)
+    return Change(change="Liger fused CE" if loss is None else f"{loss.value} loss", flags=flags,
+                  status=ChangeStatus.MODELED, peak_gib=est.peak_gib.device,
+                  saves_gib=current.peak_gib.device - est.peak_gib.device, fits=est.fits,
+                  note=f"{stack.framework} with {flags} never builds the {current.memory_gib.logits:.2f} GiB of logits"
+                  if est.memory_gib.logits < current.memory_gib.logits else "")
+
+
+def _offload_change(inputs: Resolved, current: Estimate) -> Change:
+    """ZeRO-Offload of the optimizer state to host RAM (DeepSpeed ZeRO-2, also on one GPU)."""
+    parallel = inputs.parallel or ParallelSpec()
+    if parallel.offload is not Offload.NONE:
+        return Change(change="CPU offload", flags="-", status=ChangeStatus.NOT_APPLICABLE,
+                      note=f"already offloading {parallel.offload.value}")
+    strategy = parallel.strategy if parallel.strategy.is_zero and parallel.strategy.shards_optimizer \
+        else Strategy.ZERO2
+    offloaded = parallel.model_copy(update={"strategy": strategy, "offload": Offload.OPTIMIZER})
+    est = replace(inputs, parallel=offloaded).run(current.train)
+    flags = f"--parallel {strategy.value} --offload optimizer"
+    return Change(change="optimizer offload", flags=flags, status=ChangeStatus.MODELED,
+                  peak_gib=est.peak_gib.device, saves_gib=current.peak_gib.device - est.peak_gib.device,
+                  fits=est.fits, note=f"{est.host_gib or 0.0:.2f} GiB moves to host RAM; "
+                                      "the CPU runs the optimizer step (slower)")
 
 
 def explain(inputs: Resolved, train: TrainSpec, current: Estimate | None = None) -> Explanation:
@@ -184,9 +214,11 @@ def explain(inputs: Resolved, train: TrainSpec, current: Estimate | None = None)
         modeled.append(Change(change=candidate.change(train), flags=candidate.flags(train), status=ChangeStatus.MODELED,
                               peak_gib=est.peak_gib.device, saves_gib=base_peak - est.peak_gib.device,
                               fits=est.fits, note=note))
+    for extra in (_loss_change(inputs, current), _offload_change(inputs, current)):
+        (modeled if extra.status is ChangeStatus.MODELED else skipped).append(extra)
     modeled.sort(key=lambda c: -(c.saves_gib or 0.0))
     gpu = inputs.gpu
     return Explanation(
         peak_gib=base_peak, gpu=current.gpu, usable_gib=usable_gib(gpu) if gpu else None, fits=current.fits,
-        changes=(*modeled, *_not_modeled(current), *skipped),
+        changes=(*modeled, *skipped),
     )

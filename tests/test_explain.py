@@ -29,8 +29,8 @@ def test_llama_3_8b_on_4090() -> None:
     modeled = [c for c in expl.changes if c.status is ChangeStatus.MODELED]
     assert [c.saves_gib for c in modeled] == sorted((c.saves_gib for c in modeled), reverse=True)
     changes = _by_change(expl)
-    assert {"checkpointing off", "QLoRA (4-bit base)", "8-bit optimizer", "paged 8-bit optimizer", "rank halved",
-            "attention-only targets", "seq-len halved"} <= {c.change for c in modeled}
+    assert {"checkpointing off", "QLoRA (4-bit base)", "8-bit AdamW", "paged 8-bit AdamW", "rank halved",
+            "attention-only", "seq-len halved"} <= {c.change for c in modeled}
     qlora = changes["QLoRA (4-bit base)"]
     assert qlora.peak_gib == inputs.run(TrainSpec(method=Method.QLORA)).peak_gib.device
     assert qlora.saves_gib == pytest.approx(base - qlora.peak_gib) and qlora.saves_gib > 5
@@ -39,12 +39,29 @@ def test_llama_3_8b_on_4090() -> None:
     assert changes["LoRA, not full"].status is ChangeStatus.NOT_APPLICABLE
 
 
-def test_not_modeled_rows_have_no_numbers() -> None:
-    expl = explain(resolve("llama-3-8b", "4090"), TrainSpec())
-    rows = [c for c in expl.changes if c.status is ChangeStatus.NOT_MODELED]
-    assert {c.change for c in rows} == {"chunked/fused loss", "CPU offload"}
-    assert all(c.peak_gib is None and c.saves_gib is None and c.fits is None and c.note for c in rows)
-    assert "full logits" in _by_change(expl)["chunked/fused loss"].note
+def test_loss_and_offload_changes_are_estimated_on_the_stack() -> None:
+    """The Trainer's full-logits loss: --liger is estimated on the Liger stack; offload on ZeRO-2 with host RAM."""
+    from dataclasses import replace
+
+    from planner.parallel.spec import Offload, ParallelSpec, Strategy
+    from planner.stack.resolve import resolve_stack
+
+    inputs = resolve("llama-3-8b", "4090")
+    changes = _by_change(explain(inputs, TrainSpec()))
+    liger = changes["Liger fused CE"]
+    liger_stack = resolve_stack("trainer", dict(inputs.run(TrainSpec()).stack.versions), liger=True, detect=False)
+    assert liger.status is ChangeStatus.MODELED and liger.flags == "--liger"
+    assert liger.peak_gib == replace(inputs, stack=liger_stack.stack).run(TrainSpec()).peak_gib.device
+    assert liger.saves_gib > 2 and "logits" in liger.note
+    full = TrainSpec(method=Method.FULL)
+    offload = _by_change(explain(inputs, full))["optimizer offload"]
+    zero2 = replace(inputs, parallel=ParallelSpec(strategy=Strategy.ZERO2, offload=Offload.OPTIMIZER)).run(full)
+    assert offload.flags == "--parallel zero2 --offload optimizer" and offload.peak_gib == zero2.peak_gib.device
+    assert offload.saves_gib > 20 and "host RAM" in offload.note
+    # TRL already fuses the head: nothing to change, and it says so.
+    trl = replace(inputs, stack=resolve_stack("trl", detect=False).stack)
+    loss = _by_change(explain(trl, TrainSpec()))["fused/chunked loss"]
+    assert loss.status is ChangeStatus.NOT_APPLICABLE and "fused_head" in loss.note and loss.peak_gib is None
 
 
 def test_each_change_alters_one_thing() -> None:
@@ -62,15 +79,15 @@ def test_each_change_alters_one_thing() -> None:
 def test_without_gpu_fits_is_null() -> None:
     expl = explain(resolve("qwen2.5-7b"), TrainSpec(optim=Optim.PAGED_ADAMW_8BIT))
     assert expl.gpu is None and all(c.fits is None for c in expl.changes)
-    assert _by_change(expl)["paged 8-bit optimizer"].status is ChangeStatus.NOT_APPLICABLE
-    assert _by_change(expl)["8-bit optimizer"].status is ChangeStatus.NOT_APPLICABLE
+    assert _by_change(expl)["paged 8-bit AdamW"].status is ChangeStatus.NOT_APPLICABLE
+    assert _by_change(expl)["8-bit AdamW"].status is ChangeStatus.NOT_APPLICABLE
 
 
 def test_cli_table() -> None:
     res = run("estimate", "llama-3-8b", "--gpu", "4090", "--explain")
     assert res.exit_code == 0, res.output
     out = res.output
-    assert "What would it take" in out and "not modeled for this stack" in out
+    assert "What would it take" in out and "already uses a fused_head loss" in out  # the default stack: trl
     lines = out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("change"))
     assert lines[header].split() == ["change", "flags", "peak", "saves", "fits"]

@@ -156,7 +156,8 @@ def test_cli_bad_stack_input(args):
 
 
 def test_sweep_models_the_stack():
-    trainer = json.loads(run("sweep", "llama-3-8b", "--method", "qlora", "--seq-len", "1024,2048", "--json").output)
+    trainer = json.loads(run("sweep", "llama-3-8b", "--method", "qlora", "--seq-len", "1024,2048", "--framework",
+                             "trainer", "--json").output)
     trl = json.loads(run("sweep", "llama-3-8b", "--method", "qlora", "--seq-len", "1024,2048", "--framework", "trl",
                          "--json").output)
     assert json.dumps(trl) != json.dumps(trainer)

@@ -108,7 +108,11 @@ def test_json_has_every_point_and_the_largest_fitting_value() -> None:
         fitting = [p["x"] for p in series["points"] if p["fits"]]
         assert series["largest_fitting"] == (max(fitting) if fitting else None)
         assert all(p["train"]["micro_batch"] == series["group_value"] for p in series["points"])
-    assert data["series"][0]["largest_fitting"] == 2048
+    # TRL's fused head (the default framework) never builds the b*s*vocab logits; the plain Trainer does.
+    assert [s["largest_fitting"] for s in data["series"]] == [8192, 4096, 2048, 1024]
+    trainer = json.loads(run("sweep", "llama-3-8b", "--gpu", "4090", "--seq-len", "256:32768", "--micro-batch",
+                             "1,2,4,8", "--framework", "trainer", "--json").output)
+    assert [s["largest_fitting"] for s in trainer["series"]] == [2048, 1024, 512, 256]
 
 
 def test_rank_sweep_keeps_alpha_twice_rank() -> None:

@@ -20,8 +20,9 @@ from planner.errors import PlannerError, unknown
 from planner.stack.stack import DEFAULT_STACK, Behaviour, Stack, load_stack, register_stack
 from planner.stack.versions import _cmp, installed_versions, release, satisfies
 
-DEFAULT_FRAMEWORK = "trainer"
-"""The framework an estimate assumes without ``--framework`` (today's trace-verified Trainer stack)."""
+DEFAULT_FRAMEWORK = "trl"
+"""The framework the CLI assumes without ``--framework``: TRL's ``SFTTrainer``, the path most fine-tuning guides and
+loraplan's own ``recommend`` snippets use (issue 8)."""
 
 CORE_LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate")
 
@@ -96,6 +97,12 @@ def _range_warnings(named: dict[str, str]) -> list[str]:
         elif lib in oldest and _cmp(release(v), release(oldest[lib])) < 0:
             out.append(f"{lib} {v} is older than loraplan models ({oldest[lib]}); assuming {oldest[lib]}'s behaviour")
     return out
+
+
+def framework_choices(framework: str) -> tuple[tuple[str, ...], bool]:
+    """The ``--loss`` values ``framework`` offers and whether it can use ``--liger``."""
+    fw = _frameworks()["frameworks"][framework]
+    return tuple(fw["losses"]), bool(fw["liger"])
 
 
 def framework_names() -> list[str]:

@@ -12,6 +12,11 @@ from planner.explain import Change, ChangeStatus, Explanation
 NOT_MODELED = "not modeled for this stack"
 
 
+def _gib(value: float, sign: str = "") -> str:
+    """Two decimals below 1000 GiB, one above (the table stays within 80 columns)."""
+    return f"{value:{sign}.{2 if abs(value) < 1000 else 1}f}"
+
+
 def _fits(change: Change) -> str:
     if change.fits is None:
         return "-"
@@ -34,7 +39,7 @@ def render_explanation(explanation: Explanation, console: Console | None = None)
         if c.status is ChangeStatus.NOT_MODELED:
             row = [c.change, f"[dim]{NOT_MODELED}[/]", "-", "-"]
         else:
-            row = [c.change, escape(c.flags), f"{c.peak_gib:.2f}", f"{c.saves_gib:+.2f}"]
+            row = [c.change, escape(c.flags), _gib(c.peak_gib), _gib(c.saves_gib, "+")]
         table.add_row(*row, *([_fits(c) if c.status is ChangeStatus.MODELED else "-"] if gpu else []))
     console.print(table)
     console.print("[dim]peak: device GiB with that one change; saves: GiB less than now (negative: more)[/]")
