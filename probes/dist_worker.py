@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         first = str(err).splitlines()[0] if str(err) else ""
         record = {"rank": rank, "error": f"{type(err).__name__}: {first}", "traceback": traceback.format_exc()}
         code = 1
-    (out / RANK_FILE.format(rank=rank)).write_text(json.dumps(record))
+    with (out / RANK_FILE.format(rank=rank)).open("w") as fh:  # a file for the parent, not output
+        json.dump(record, fh)
     return code
 
 
