@@ -7,6 +7,10 @@ C++ storage, so the callback fires when the last tensor, view, autograd saved-te
 state holding it is gone). The running sum is what ``torch.cuda.memory_allocated`` reads on a GPU,
 without the caching allocator's rounding of each block to 512 bytes (tracked separately as
 ``peak_rounded_bytes``) and without kernel workspaces that never appear as tensors.
+
+Tensor wrapper subclasses (FSDP2's ``DTensor`` parameters, gradients and optimizer state) own no
+memory themselves: the tracker counts the plain tensors they wrap (``__tensor_flatten__``), e.g. a
+sharded parameter's local shard, never the wrapper's global shape.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode, is_traceable_wrapper_subclass
 from torch.utils._pytree import tree_leaves
 
 ALLOCATOR_BLOCK_BYTES = 512
@@ -119,6 +123,10 @@ class LiveBytesTracker(TorchDispatchMode):
 
     def track(self, tensor: torch.Tensor, peak: bool = True) -> None:
         """Count ``tensor``'s storage if it is new (or grew, after ``resize_``); ``peak=False`` defers the peak."""
+        if is_traceable_wrapper_subclass(tensor):
+            for inner in _inner_tensors(tensor):
+                self.track(inner, peak)
+            return
         if tensor.device.type != self.device_type or tensor.is_sparse:
             return
         storage = tensor.untyped_storage()
@@ -176,8 +184,8 @@ class LiveBytesTracker(TorchDispatchMode):
         """Bytes of the distinct tracked storages behind ``tensors``."""
         seen: set[int] = set()
         total = 0.0
-        for t in tensors:
-            if not isinstance(t, torch.Tensor) or t.device.type != self.device_type:
+        for t in [leaf for x in tensors for leaf in _plain(x)]:
+            if t.device.type != self.device_type:
                 continue
             key = t.untyped_storage()._cdata
             if key in seen or key not in self._sizes:
@@ -195,3 +203,18 @@ class LiveBytesTracker(TorchDispatchMode):
         self.peak_bytes = self.live_bytes
         self.peak_rounded_bytes = self.live_rounded_bytes
         self.at_peak = PeakRecord(self.live_bytes, self.phase, self.grad_bytes, self.optimizer_bytes)
+
+
+def _inner_tensors(tensor: torch.Tensor) -> list[torch.Tensor]:
+    """The tensors a wrapper subclass (``DTensor``) holds, per its ``__tensor_flatten__``."""
+    names, _ = tensor.__tensor_flatten__()
+    return [t for t in (getattr(tensor, name) for name in names) if isinstance(t, torch.Tensor)]
+
+
+def _plain(x: object) -> list[torch.Tensor]:
+    """``x`` if it is a plain tensor, the plain tensors inside a wrapper subclass, else nothing."""
+    if not isinstance(x, torch.Tensor):
+        return []
+    if is_traceable_wrapper_subclass(x):
+        return [leaf for inner in _inner_tensors(x) for leaf in _plain(inner)]
+    return [x]

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from unittest import mock
 
 import torch
@@ -40,6 +40,18 @@ PAGED_NOTE = "paged optimizer state (params >= 1e5 elements) lives in CUDA unifi
 TRACED_FRAMEWORKS = ("trainer", "trl")
 TRL_NOTE = ("trl SFTTrainer: its model preparation and compute_loss ran unmodified; the fused head's Triton folds "
             "and fp32 addmm ran as in-place no-ops (the memory of their CUDA path)")
+
+
+class Sharding(Protocol):
+    """How the traced model is wrapped for data-parallel sharding (:mod:`probes.trace_fsdp`)."""
+
+    notes: list[str]
+
+    def context(self, tracker: LiveBytesTracker) -> AbstractContextManager[None]:
+        """Entered around the whole trace (e.g. to report storages the engine resizes to the tracker)."""
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Wrap the prepared (PEFT, checkpointing) model; runs on fake tensors."""
 
 
 @dataclass
@@ -186,7 +198,8 @@ class _Accounting:
         self.tracker.set_phase("idle")
 
 
-def run_trace(raw: dict[str, Any], spec: TrainSpec, *, steps: int = 2, framework: str = "trainer") -> TraceRun:
+def run_trace(raw: dict[str, Any], spec: TrainSpec, *, steps: int = 2, framework: str = "trainer",
+              sharding: Sharding | None = None) -> TraceRun:
     """Trace ``steps`` optimizer steps of ``spec`` on the model ``raw`` describes.
 
     Args:
@@ -195,6 +208,7 @@ def run_trace(raw: dict[str, Any], spec: TrainSpec, *, steps: int = 2, framework
         steps: Optimizer steps (at least 2: optimizer state exists only after the first).
         framework: ``trainer`` (``transformers.Trainer``: the model's own loss) or ``trl`` (``SFTTrainer``'s
             preparation and ``compute_loss`` with its fused LM head, :mod:`probes.trl_step`).
+        sharding: Wraps the prepared model (FSDP2 on a fake process group); None: one process.
     """
     if framework not in TRACED_FRAMEWORKS:
         raise PlannerError(f"the CPU trace runs {' and '.join(TRACED_FRAMEWORKS)}, not {framework} (its kernels "
@@ -209,8 +223,9 @@ def run_trace(raw: dict[str, Any], spec: TrainSpec, *, steps: int = 2, framework
         )
     started = time.perf_counter()
     tracker = LiveBytesTracker("cpu")
-    notes = list(EMULATION_NOTES)
-    with _trace_context(tracker), _framework_context(framework):
+    notes = list(EMULATION_NOTES) + (list(sharding.notes) if sharding is not None else [])
+    with _trace_context(tracker), _framework_context(framework), \
+            (sharding.context(tracker) if sharding is not None else nullcontext()):
         model = build.create_model(raw, spec, "cpu", trace=True)
         if spec.method is Method.QLORA:
             from probes.nf4 import replace_with_emulated_nf4
@@ -225,6 +240,8 @@ def run_trace(raw: dict[str, Any], spec: TrainSpec, *, steps: int = 2, framework
             model = prepare_trl(model, spec)
             loss_fn = trl_loss
             notes.append(TRL_NOTE)
+        if sharding is not None:
+            model = sharding.apply(model)
         total, trainable = _param_counts(model, spec)
         acct = _Accounting(tracker, model)
         acct.record("after_load")

@@ -56,7 +56,9 @@ def test_strategies_order_by_what_they_shard() -> None:
     assert peaks[Strategy.DDP] > single  # replicated + bucket copy of the gradients
     assert peaks[Strategy.FSDP] < peaks[Strategy.FSDP_SHARD_GRAD_OP] < single
     assert peaks[Strategy.ZERO3] < peaks[Strategy.ZERO2] < peaks[Strategy.ZERO1]
-    assert peaks[Strategy.FSDP2] == pytest.approx(peaks[Strategy.FSDP], rel=0.05)
+    # FSDP2 all-gathers into full-size buffers and keeps the previous unit's in forward (measured by the
+    # fake-process-group trace, tests/test_trace_fsdp.py): a little above FSDP1, far below SHARD_GRAD_OP.
+    assert peaks[Strategy.FSDP] < peaks[Strategy.FSDP2] < peaks[Strategy.FSDP_SHARD_GRAD_OP]
 
 
 def test_ddp_adds_one_bucket_copy_of_the_gradients() -> None:

@@ -167,8 +167,8 @@ def _engine_terms(ledger: Ledger, parallel: ParallelSpec, ctx: Context, zero_fp3
     if s is Strategy.DDP:
         terms.append(Term("DDP gradient buckets", "gradients", alive(grads, phases),
                           source=f"{SRC} ddp: {cfg['ddp']['source']}"))
-    if s in (Strategy.FSDP, Strategy.FSDP2):
-        key = "fsdp" if s is Strategy.FSDP else "fsdp2"
+    if s is Strategy.FSDP:
+        key = "fsdp"
         fwd_units, bwd_units = cfg[key]["units_gathered_forward"], cfg[key]["units_gathered_backward"]
         gathered = {Phase.LAYER_FORWARD: fwd_units * u.layer_param_bytes * others}
         gathered.update(alive(bwd_units * u.layer_param_bytes * others, layer_bwd))
@@ -176,6 +176,8 @@ def _engine_terms(ledger: Ledger, parallel: ParallelSpec, ctx: Context, zero_fp3
                           source=f"{SRC} {key}: {cfg[key]['source']}"))
         terms.append(Term("all-gathered root unit (embeddings, lm_head)", "weights",
                           alive(u.root_param_bytes * others, fwd_bwd), source=f"{SRC} {key}"))
+    if s is Strategy.FSDP2:
+        return _fsdp2_terms(ledger, ctx, n, u), host
     if s is Strategy.ZERO3:
         z = cfg["deepspeed_zero"]
         prefetch = min(z["stage3_prefetch_bucket_size_elements"] * ctx.d.compute, u.layer_param_bytes)
@@ -184,7 +186,7 @@ def _engine_terms(ledger: Ledger, parallel: ParallelSpec, ctx: Context, zero_fp3
         by_phase.update(alive(u.root_param_bytes * others, (Phase.LOSS_FORWARD, Phase.LOSS_BACKWARD)))
         terms.append(Term("all-gathered parameters (ZeRO-3 live + prefetch)", "weights", by_phase,
                           source=f"{SRC} deepspeed_zero: {z['source']}"))
-    if s.shards_gradients and not s.is_zero or s is Strategy.ZERO3:
+    if s.shards_gradients and not s.is_zero or s is Strategy.ZERO3:  # FSDP2 returned above
         # One unit's unsharded gradients until its reduce-scatter (FSDP) / ZeRO-3's reduce bucket.
         bucket = u.layer_grad_bytes
         if s is Strategy.ZERO3:
@@ -212,3 +214,51 @@ def _engine_terms(ledger: Ledger, parallel: ParallelSpec, ctx: Context, zero_fp3
         else:
             host += 2 * master
     return terms, host
+
+
+def root_grad_bytes(ctx: Context) -> float:
+    """Gradients of the root unit's trainable parameters (embeddings, final norm, lm_head), unsharded."""
+    if not ctx.full:
+        return 0.0
+    arch = ctx.arch
+    return (arch.embed_params + arch.final_norm_params + arch.lm_head_params) * ctx.d.trainable
+
+
+def _fsdp2_terms(ledger: Ledger, ctx: Context, n: float, u: Units) -> list[Term]:
+    """FSDP2 (``fully_shard`` per decoder layer, then the root), as its buffers live (``profiles/parallel.json``).
+
+    FSDP2 all-gathers each unit into a new full-size flat buffer (the local shard stays allocated) and
+    copies it out into per-parameter unsharded tensors. In forward the previous unit's flat buffer is
+    kept until the next unit's copy-out (the first layer keeps the root's); the root is not resharded
+    after forward. In backward the next unit is prefetched; each layer's unsharded gradients are copied
+    into a full-size reduce-scatter input that lives until the next layer's reduce-scatter, and the
+    root's gradients (lm_head first, embeddings last) stay unsharded until the root's reduce-scatter at
+    the end of backward.
+    """
+    cfg = engine_defaults()["fsdp2"]
+    src = f"{SRC} fsdp2: {cfg['source']}"
+    phases = ledger.phases
+    layer, root = u.layer_param_bytes, u.root_param_bytes
+    fwd = cfg["layer_all_gather_buffers_forward"] * layer + cfg["kept_all_gather_outputs_forward"] * max(root, layer)
+    by_phase = {Phase.LAYER_FORWARD: fwd, Phase.LOSS_FORWARD: layer, Phase.LOSS_BACKWARD: layer,
+                Phase.LAYER_BACKWARD: cfg["layer_all_gather_buffers_backward"] * layer,
+                Phase.BOTTOM_BACKWARD: cfg["layer_all_gather_buffers_bottom"] * layer}
+    gathered = {p: b for p, b in by_phase.items() if p in phases and b}
+    terms = [
+        Term("all-gathered decoder-layer units", "weights", gathered, source=src),
+        Term("all-gathered root unit (embeddings, lm_head)", "weights",
+             alive(root, tuple(p for p in phases if p is not Phase.OPTIMIZER)), source=src),
+    ]
+    grads = {Phase.LAYER_BACKWARD: cfg["layer_gradient_buffers_backward"] * u.layer_grad_bytes,
+             Phase.BOTTOM_BACKWARD: cfg["layer_gradient_buffers_bottom"] * u.layer_grad_bytes}
+    terms.append(Term("unsharded gradients before reduce-scatter", "gradients",
+                      {p: b for p, b in grads.items() if p in phases and b}, source=src))
+    root_grads = root_grad_bytes(ctx)
+    full = next((t for t in ledger.terms if t.name == "gradients"), None)
+    if root_grads and full is not None:
+        # Whatever part of the gradients exists in a backward phase is the root's first (lm_head's is
+        # computed first, the embeddings' last), up to all of it; the sharded ledger counted it 1/n.
+        pending = {p: min(b, root_grads) * (1.0 - 1.0 / n) for p, b in full.bytes_by_phase.items() if p in BACKWARD}
+        terms.append(Term("unsharded root-unit gradients before reduce-scatter", "gradients",
+                          {p: b for p, b in pending.items() if b}, source=src))
+    return terms
