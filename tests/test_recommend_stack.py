@@ -70,7 +70,7 @@ def test_candidates_are_estimated_on_the_stack() -> None:
              "--grad-ckpt" if old.grad_ckpt else "--no-grad-ckpt")
     est = _json("estimate", "llama-3-8b", "--gpu", "4090", "--framework", "trl", "--versions", "trl=1.16.0", *shape)
     assert old.peak_gib.device == pytest.approx(est["peak_gib"]["device"], abs=1e-3)  # JSON: 4 decimals
-    base = _json("estimate", "llama-3-8b", "--gpu", "4090", *shape)
+    base = _json("estimate", "llama-3-8b", "--gpu", "4090", "--framework", "trainer", *shape)
     assert est["peak_gib"]["device"] < base["peak_gib"]["device"]
 
 
@@ -143,7 +143,8 @@ def test_unsloth_snippet_uses_unsloths_api() -> None:
         targets = re.search(r"target_modules=(\[.*\])", code.python)
         assert targets and json.loads(targets.group(1)) == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                             "up_proj", "down_proj"]
-        assert 'use_gradient_checkpointing="unsloth"' in code.python or "use_gradient_checkpointing=False" in code.python
+        assert ('use_gradient_checkpointing="unsloth"' in code.python
+                or "use_gradient_checkpointing=False" in code.python)
         assert "SFTTrainer(model=model" in code.python and "LoraConfig" not in code.python
 
 
