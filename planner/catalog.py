@@ -41,6 +41,11 @@ def runtime_constants() -> dict[str, Any]:
     return _read_json(profiles_dir() / "runtime.json")
 
 
+def serve_constants() -> dict[str, Any]:
+    """``profiles/serve.json``: quantized storage formats, vLLM and transformers serving constants with sources."""
+    return _read_json(profiles_dir() / "serve.json")
+
+
 # --------------------------------------------------------------------------- config normalization
 
 # transformers' per-family default for ``tie_word_embeddings`` when config.json omits it

@@ -180,17 +180,29 @@ def _to_fp32(outputs: Any) -> Any:
 PhaseHook = Callable[[str], None]
 
 
+LossFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+"""A trainer's loss for one micro-batch of token ids (e.g. :func:`probes.trl_step.trl_loss`)."""
+
+
 def forward_backward(model: nn.Module, input_ids: torch.Tensor, spec: TrainSpec, device_type: str,
-                     on_phase: PhaseHook) -> None:
-    """One micro-batch: autocast forward, fp32 outputs, drop them, backward."""
+                     on_phase: PhaseHook, loss_fn: LossFn | None = None) -> None:
+    """One micro-batch: autocast forward, fp32 outputs, drop them, backward.
+
+    Without ``loss_fn`` the loss is the model's own (``Trainer.compute_loss``: ``model(..., labels=...)``).
+    """
     on_phase("forward")
     dtype = autocast_dtype(spec)
     ctx = torch.autocast(device_type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-    with ctx:
-        outputs = model(input_ids=input_ids, labels=input_ids)
-    if dtype is not None:
-        outputs = _to_fp32(outputs)
-    loss = outputs["loss"]
+    if loss_fn is not None:
+        with ctx:
+            loss = loss_fn(model, input_ids)
+        outputs = None
+    else:
+        with ctx:
+            outputs = model(input_ids=input_ids, labels=input_ids)
+        if dtype is not None:
+            outputs = _to_fp32(outputs)
+        loss = outputs["loss"]
     if spec.grad_accum > 1:
         loss = loss / spec.grad_accum
     del outputs
@@ -214,10 +226,10 @@ def micro_batches_per_step(spec: TrainSpec) -> int:
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: torch.Tensor, spec: TrainSpec,
-               device_type: str, on_phase: PhaseHook) -> None:
+               device_type: str, on_phase: PhaseHook, loss_fn: LossFn | None = None) -> None:
     """One optimizer step (one or two micro-batches)."""
     for _ in range(micro_batches_per_step(spec)):
-        forward_backward(model, batch, spec, device_type, on_phase)
+        forward_backward(model, batch, spec, device_type, on_phase, loss_fn)
     optimizer_step(model, optimizer, on_phase)
 
 

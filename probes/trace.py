@@ -37,6 +37,11 @@ BNB_OPTIM_NOTE = "bitsandbytes optimizer state emulated (Optimizer2State.init_st
 PAGED_NOTE = "paged optimizer state (params >= 1e5 elements) lives in CUDA unified memory: reported as paged_gib"
 
 
+TRACED_FRAMEWORKS = ("trainer", "trl")
+TRL_NOTE = ("trl SFTTrainer: its model preparation and compute_loss ran unmodified; the fused head's Triton folds "
+            "and fp32 addmm ran as in-place no-ops (the memory of their CUDA path)")
+
+
 @dataclass
 class TraceRun:
     """Everything the trace measured, in bytes."""
@@ -74,6 +79,17 @@ def _trace_context(tracker: LiveBytesTracker) -> Iterator[None]:
 
     with mock.patch.object(masking, "find_packed_sequence_indices", lambda position_ids: None), \
             cuda_autocast_policy(), cuda_dropout_patch(), cuda_sdpa_patch(), _fake_mode(), tracker:
+        yield
+
+
+@contextmanager
+def _framework_context(framework: str) -> Iterator[None]:
+    if framework == "trl":
+        from probes.trl_step import cuda_fused_head
+
+        with cuda_fused_head():
+            yield
+    else:
         yield
 
 
@@ -170,14 +186,19 @@ class _Accounting:
         self.tracker.set_phase("idle")
 
 
-def run_trace(raw: dict[str, Any], spec: TrainSpec, *, steps: int = 2) -> TraceRun:
+def run_trace(raw: dict[str, Any], spec: TrainSpec, *, steps: int = 2, framework: str = "trainer") -> TraceRun:
     """Trace ``steps`` optimizer steps of ``spec`` on the model ``raw`` describes.
 
     Args:
         raw: The model's ``config.json`` dict.
         spec: The training configuration.
         steps: Optimizer steps (at least 2: optimizer state exists only after the first).
+        framework: ``trainer`` (``transformers.Trainer``: the model's own loss) or ``trl`` (``SFTTrainer``'s
+            preparation and ``compute_loss`` with its fused LM head, :mod:`probes.trl_step`).
     """
+    if framework not in TRACED_FRAMEWORKS:
+        raise PlannerError(f"the CPU trace runs {' and '.join(TRACED_FRAMEWORKS)}, not {framework} (its kernels "
+                           "need a GPU)")
     from probes.optim import EmulatedBnbAdamW, build_optimizer
 
     steps = max(2, steps)
@@ -189,7 +210,7 @@ def run_trace(raw: dict[str, Any], spec: TrainSpec, *, steps: int = 2) -> TraceR
     started = time.perf_counter()
     tracker = LiveBytesTracker("cpu")
     notes = list(EMULATION_NOTES)
-    with _trace_context(tracker):
+    with _trace_context(tracker), _framework_context(framework):
         model = build.create_model(raw, spec, "cpu", trace=True)
         if spec.method is Method.QLORA:
             from probes.nf4 import replace_with_emulated_nf4
@@ -197,6 +218,13 @@ def run_trace(raw: dict[str, Any], spec: TrainSpec, *, steps: int = 2) -> TraceR
             replace_with_emulated_nf4(model, build.compute_dtype(spec), spec.double_quant)
             notes.append(NF4_NOTE)
         model = build.prepare(model, raw, spec)
+        loss_fn = None
+        if framework == "trl":
+            from probes.trl_step import prepare_trl, trl_loss
+
+            model = prepare_trl(model, spec)
+            loss_fn = trl_loss
+            notes.append(TRL_NOTE)
         total, trainable = _param_counts(model, spec)
         acct = _Accounting(tracker, model)
         acct.record("after_load")
@@ -215,7 +243,7 @@ def run_trace(raw: dict[str, Any], spec: TrainSpec, *, steps: int = 2) -> TraceR
         tracker.reset_peak()
         batch = build.random_batch(build.vocab_size(model), spec, "cpu")
         for _ in range(steps):
-            build.train_step(model, optimizer, batch, spec, "cpu", acct.on_phase)
+            build.train_step(model, optimizer, batch, spec, "cpu", acct.on_phase, loss_fn)
             if isinstance(optimizer, EmulatedBnbAdamW):
                 acct.paged_bytes = optimizer.paged_bytes
             acct.end_step()

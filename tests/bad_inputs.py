@@ -123,6 +123,18 @@ def cases(f: dict[str, str]) -> list[tuple[str, list[str]]]:
         ('--prices "0.5" string', ["instances", m, "--prices", f["price_str"]]),
         ("--prices gpu_memory_gib 80 for 4090", ["instances", m, "--prices", f["price_mem"]]),
         ("HF_ENDPOINT bad port", ["estimate", "someone/some-model"]),
+        ("serve: unknown model", ["serve", "lama-3-8b"]),
+        ("serve: unknown GPU", ["serve", m, "--gpu", "4091"]),
+        ("serve --kv-dtype fp8 with hf", ["serve", m, "--kv-dtype", "fp8"]),
+        ("serve --merged --adapters 2", ["serve", m, "--merged", "--adapters", "2"]),
+        ("serve --batch 0", ["serve", m, "--batch", "0"]),
+        ("serve --context -1", ["serve", m, "--context", "-1"]),
+        ("serve --context 400 digits", ["serve", m, "--context", HUGE]),
+        ("serve --context above max positions", ["serve", m, "--context", "200000"]),
+        ("serve --engine vllm without --gpu", ["serve", m, "--engine", "vllm"]),
+        ("serve --gpu-memory-utilization nan", ["serve", m, "--engine", "vllm", "--gpu", "4090",
+                                                "--gpu-memory-utilization", "nan"]),
+        ("serve: nothing fits (warn)", ["serve", "llama-3-70b", "--gpu", "4090", "--json"]),
     ]
 
 

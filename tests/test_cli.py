@@ -227,4 +227,4 @@ def test_every_renderer_uses_the_console_factory() -> None:
 
 
 def test_the_group_has_every_command() -> None:
-    assert sorted(cli.commands) == ["estimate", "instances", "probe", "recommend", "sweep", "watch"]
+    assert sorted(cli.commands) == ["estimate", "instances", "probe", "recommend", "serve", "sweep", "watch"]

@@ -20,7 +20,8 @@ from planner.errors import PlannerError
 from planner.specs import TrainSpec
 from tests import bad_inputs
 
-WARN = {"config: auto_map (warn)": "auto_map", "--calibrate other GPU (warn)": "not applied"}
+WARN = {"config: auto_map (warn)": "auto_map", "--calibrate other GPU (warn)": "not applied",
+        "serve: nothing fits (warn)": "does not fit"}
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,8 @@ LAYERS: dict[str, int] = {
     "planner.explain": 9,
     "planner.sweep": 9,
     "planner.matrix": 9,
-    "planner.dataset": 9,  # the user's data: uses planner.time for the epoch time
+    "planner.dataset": 9,
+    "planner.serve": 9,  # serving memory: reuses model shapes, NF4 storage and the estimator's GPU budget  # the user's data: uses planner.time for the epoch time
     "planner": 10,  # exactly the package facade (planner/__init__.py: lazy re-exports)
     "probes": 11,  # may use every planner layer except the CLI
     "planner.cli": 12,

@@ -127,8 +127,22 @@ def _probe(console: Console) -> None:
                               environment=Environment(), fits=True, components=rows, trace=trace), console)
 
 
+def _serve(console: Console) -> None:
+    from planner.cli.render.serve import render_serve
+    from planner.serve.estimate import serve
+    from planner.serve.spec import Engine, KvDtype, Quant, ServeSpec
+
+    render_serve(serve("llama-3-8b", ServeSpec(adapters=4), "4090"), console)
+    render_serve(serve("llama-3.1-8b", ServeSpec(engine=Engine.VLLM, context=20000), "3090"), console)
+    render_serve(serve("mistral-7b", ServeSpec(quant=Quant.AWQ, dtype="fp16", batch=4, context=32768), "4090"),
+                 console)
+    render_serve(serve("gemma-2-9b", ServeSpec(engine=Engine.VLLM, kv_dtype=KvDtype.FP8, adapters=8), "a100-80gb"),
+                 console)
+    render_serve(serve("qwen2.5-7b", ServeSpec(quant=Quant.NF4, merged=True, adapters=1)), console)
+
+
 COMMANDS: dict[str, Callable[[Console], None]] = {
-    "probe": _probe,
+    "probe": _probe, "serve": _serve,
     "estimate": _estimates, "explain": _explain, "recommend": _recommend, "instances": _instances, "sweep": _sweep,
 }
 

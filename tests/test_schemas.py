@@ -57,6 +57,11 @@ OUTPUTS = {
         ("sweep", "llama-3-8b", "--gpu", "4090", "--seq-len", "512:8192", "--method", "lora,qlora", "--json"),
         ("sweep", "gpt2", "--rank", "8,16", "--micro-batch", "1:4", "--json"),
     ],
+    "serve": [
+        ("serve", "llama-3-8b", "--gpu", "4090", "--adapters", "4", "--json"),
+        ("serve", "llama-3.1-8b", "--gpu", "3090", "--engine", "vllm", "--context", "20000", "--json"),
+        ("serve", "gemma-2-9b", "--quant", "gptq", "--dtype", "fp16", "--json"),
+    ],
 }
 
 

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from planner.cli.estimate import estimate
 from planner.cli.probe import probe
 from planner.cli.recommend import instances, recommend
+from planner.cli.serve import serve
 from planner.cli.sweep import sweep
 from planner.cli.watch import watch
 from planner.errors import PlannerError
@@ -63,6 +64,7 @@ cli.add_command(estimate)
 cli.add_command(probe)
 cli.add_command(recommend)
 cli.add_command(instances)
+cli.add_command(serve)
 cli.add_command(sweep)
 cli.add_command(watch)
 

@@ -67,6 +67,12 @@ def _sweep() -> type[BaseModel]:
     return SweepOutput
 
 
+def _serve() -> type[BaseModel]:
+    from planner.serve.result import ServeEstimate
+
+    return ServeEstimate
+
+
 def _probe() -> type[BaseModel]:
     from probes.results import ProbeResult  # pydantic only: no torch
 
@@ -108,6 +114,7 @@ COMMANDS: dict[str, tuple[str, Callable[[], type[BaseModel]]]] = {
     "recommend": ("loraplan recommend --json", _recommend),
     "instances": ("loraplan instances --json", _instances),
     "sweep": ("loraplan sweep --json", _sweep),
+    "serve": ("loraplan serve --json", _serve),
     "probe": ("loraplan probe --json and probe --save files", _probe),
     "probe-detect": ("loraplan probe --detect --json", _probe_detect),
     "probe-matrix": ("loraplan probe --matrix FILE --out DIR --json and DIR/summary.json", _probe_matrix),

@@ -152,6 +152,6 @@ def resolve_stack(framework: str = DEFAULT_FRAMEWORK, versions: dict[str, str] |
     name = framework + ("+liger" if liger else "") + (f"+loss={loss.value}" if loss else "") + ":" + ",".join(
         f"{k}={v}" for k, v in stack_versions.items())
     stack = Stack(name=name, framework=framework, description=fw["description"], versions=stack_versions,
-                  behaviours=behaviours, date=_frameworks()["date"], traced=fw["traced"] and framework == "trainer"
+                  behaviours=behaviours, date=_frameworks()["date"], traced=fw["traced"] and framework in ("trainer", "trl")
                   and release(merged["transformers"]) >= (5,))
     return Resolution(register_stack(stack), bool(found), tuple(warnings))
