@@ -143,7 +143,8 @@ def test_unsloth_snippet_uses_unsloths_api() -> None:
         targets = re.search(r"target_modules=(\[.*\])", code.python)
         assert targets and json.loads(targets.group(1)) == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                             "up_proj", "down_proj"]
-        assert 'use_gradient_checkpointing="unsloth"' in code.python or "use_gradient_checkpointing=False" in code.python
+        assert ('use_gradient_checkpointing="unsloth"' in code.python
+                or "use_gradient_checkpointing=False" in code.python)
         assert "SFTTrainer(model=model" in code.python and "LoraConfig" not in code.python
 
 

@@ -135,7 +135,8 @@ def plan_instances(
         has_profile, plan = per_gpu[key]
         results.append(_result(inst, plan, has_profile, request.effective_batch))
     return InstancesReport(instances=tuple(_sorted_marking_fastest(results)), model=profile.name,
-                           dataset=request.dataset(), assumptions=ASSUMPTIONS + _stack_notes(request), searched=searched,
+                           dataset=request.dataset(), assumptions=ASSUMPTIONS + _stack_notes(request),
+                           searched=searched,
                            stack=request.resolved_stack().ref(request.stack_detected))
 
 

@@ -56,7 +56,8 @@ def _bnb(t: TrainSpec) -> str | None:
 
 
 def code_for(framework: str | None, t: TrainSpec, p: PlanCode, names: SnippetOptions) -> snippets.Code:
-    """The snippet of ``framework`` (None: none given, the library API without a stack: the TRL ``SFTTrainer`` one) for plan ``t``."""
+    """The snippet of ``framework`` for plan ``t`` (None: none given, the library API without a stack: the TRL
+    ``SFTTrainer`` one)."""
     kind = snippet_kind(framework)
     versions = dict(names.versions)
     if kind is None:
@@ -96,7 +97,8 @@ def trainer_script(t: TrainSpec, p: PlanCode, lora: str | None, bnb: str | None,
                    names: SnippetOptions) -> str:
     """Plain ``transformers.Trainer`` + ``TrainingArguments``: tokenize and collate yourself."""
     imports = ["import torch", "from transformers import AutoModelForCausalLM, AutoTokenizer"
-               + (", BitsAndBytesConfig" if bnb else "") + ", DataCollatorForLanguageModeling, Trainer, TrainingArguments"]
+               + (", BitsAndBytesConfig" if bnb else "")
+               + ", DataCollatorForLanguageModeling, Trainer, TrainingArguments"]
     if lora:
         imports.append("from peft import LoraConfig, get_peft_model"
                        + (", prepare_model_for_kbit_training" if bnb and t.kbit_prepare else ""))
@@ -115,7 +117,8 @@ def trainer_script(t: TrainSpec, p: PlanCode, lora: str | None, bnb: str | None,
         f'attn_implementation="sdpa"{quant})',
     ]
     if bnb and t.kbit_prepare:
-        body.append("model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)")
+        body.append("model = prepare_model_for_kbit_training(model, "
+                    "use_gradient_checkpointing=args.gradient_checkpointing)")
     elif bnb:
         body.append("# no prepare_model_for_kbit_training: embeddings and norms stay 16-bit")
     if lora:
