@@ -102,12 +102,7 @@ def trainer_script(t: TrainSpec, p: PlanCode, lora: str | None, bnb: str | None,
     if lora:
         imports.append("from peft import LoraConfig, get_peft_model"
                        + (", prepare_model_for_kbit_training" if bnb and t.kbit_prepare else ""))
-    body = [""]
-    if bnb:
-        body.append("bnb_config = " + bnb)
-    if lora:
-        body.append("peft_config = " + lora)
-    body.append("args = " + args)
+    body = snippets.config_lines(bnb, lora, args)
     quant = ", quantization_config=bnb_config" if bnb else ""
     body += [
         f'tokenizer = AutoTokenizer.from_pretrained("{p.hub_id}")',

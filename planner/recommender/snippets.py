@@ -134,6 +134,17 @@ def sft_config(
     return _call(call, args)
 
 
+def config_lines(bnb: str | None, lora: str | None, args: str) -> list[str]:
+    """A blank line, then ``bnb_config = ...``, ``peft_config = ...`` (when given) and ``args = ...``."""
+    body = [""]
+    if bnb:
+        body.append("bnb_config = " + bnb)
+    if lora:
+        body.append("peft_config = " + lora)
+    body.append("args = " + args)
+    return body
+
+
 def script(
     *,
     hub_id: str,
@@ -159,12 +170,7 @@ def script(
         imports.append("from peft import LoraConfig" + (", prepare_model_for_kbit_training"
                                                          if bnb and kbit_prepare and not kbit_note else ""))
     imports.append("from trl import SFTConfig, SFTTrainer")
-    body = [""]
-    if bnb:
-        body.append("bnb_config = " + bnb)
-    if lora:
-        body.append("peft_config = " + lora)
-    body.append("args = " + sft)
+    body = config_lines(bnb, lora, sft)
     quant = ", quantization_config=bnb_config" if bnb else ""
     body.append(
         f'model = AutoModelForCausalLM.from_pretrained("{hub_id}", {names.from_pretrained_dtype}={torch_dtype}, '
