@@ -31,7 +31,8 @@ def _code(search: Search, t: TrainSpec, modules: str | list[str] | None, learnin
     explicit = [] if t.method is Method.FULL else _explicit_modules(search.profile, t)
     plan = PlanCode(hub_id=_hub_id(search.profile), modules=modules, explicit_modules=explicit,
                     learning_rate=learning_rate, scheduler=rules.SCHEDULER, warmup=rules.WARMUP_RATIO,
-                    epochs=req.epochs, model=search.profile.name, optimizer_steps=_optimizer_steps(req))
+                    epochs=req.epochs, model=search.profile.name, optimizer_steps=_optimizer_steps(req),
+                    world=1 if c is None or c.parallel is None else c.parallel.world_size)
     return code_for(req.framework, t, plan, snippet_options(versions))
 
 
