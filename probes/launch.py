@@ -142,8 +142,9 @@ def run_launch_probe(model: str, spec: TrainSpec, parallel: ParallelSpec, *, dev
     with tempfile.TemporaryDirectory(prefix="loraplan-launch-") as tmp:
         folder = Path(tmp)
         request = folder / "request.json"
-        request.write_text(json.dumps({"raw": raw_config(model), "spec": spec.model_dump(mode="json"),
-                                       "strategy": strategy, "steps": steps}))
+        with request.open("w") as fh:  # a file for the ranks, not output
+            json.dump({"raw": raw_config(model), "spec": spec.model_dump(mode="json"), "strategy": strategy,
+                       "steps": steps}, fh)
         command = launch_command(parallel.gpus, request, folder)
         try:
             done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
