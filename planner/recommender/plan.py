@@ -127,6 +127,9 @@ def _parallel_fields(c: Candidate) -> dict[str, object]:
         "accelerate_config_yaml": launch.accelerate_config(c.parallel, grad_accum=t.grad_accum, grad_ckpt=t.grad_ckpt,
                                                            dtype=t.dtype),
         "launch_command": launch.launch_command(c.parallel),
+        **({"deepspeed_config_json": launch.deepspeed_json(c.parallel, micro_batch=t.micro_batch,
+                                                           grad_accum=t.grad_accum, dtype=t.dtype),
+            "torchrun_command": launch.torchrun_command(c.parallel)} if c.parallel.strategy.is_zero else {}),
         "host_gib": None if c.estimate.host_gib is None or c.parallel.offload.value == "none"
         else round(c.estimate.host_gib, 3),
     }
