@@ -103,7 +103,8 @@ def torchrun_command(parallel: ParallelSpec) -> str:
     if parallel.nodes == 1:
         return f"torchrun --nproc-per-node {per} {SCRIPT} --deepspeed ds.json"
     return (f"torchrun --nnodes {parallel.nodes} --node-rank RANK --nproc-per-node {per} --rdzv-backend c10d "
-            f"--rdzv-endpoint MAIN_NODE_IP:29500 {SCRIPT} --deepspeed ds.json  # on each node, RANK = 0..{parallel.nodes - 1}")
+            f"--rdzv-endpoint MAIN_NODE_IP:29500 {SCRIPT} --deepspeed ds.json"
+            f"  # on each node, RANK = 0..{parallel.nodes - 1}")
 
 
 def accelerate_config(parallel: ParallelSpec, *, grad_accum: int, grad_ckpt: bool, dtype: DType) -> str:
