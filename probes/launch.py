@@ -34,9 +34,9 @@ from probes.results import error_pct
 
 WORKER_STRATEGY = {Strategy.FSDP2: "fsdp2", Strategy.FSDP: "fsdp", Strategy.DDP: "ddp"}
 """The strategies :mod:`probes.dist_worker` wraps the model with (``--parallel`` value -> worker name)."""
-PATH = {"fsdp2": "torch FSDP2 fully_shard (raw torch, not accelerate)",
-        "fsdp": "torch FSDP1 FullyShardedDataParallel, transformer auto-wrap (raw torch, not accelerate)",
-        "ddp": "torch DistributedDataParallel (raw torch)"}
+PATH = {"fsdp2": "raw torch FSDP2 fully_shard per layer",
+        "fsdp": "raw torch FSDP1, transformer auto-wrap",
+        "ddp": "raw torch DistributedDataParallel"}
 DEFAULT_TIMEOUT_S = 900.0
 
 
