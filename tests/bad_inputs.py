@@ -72,6 +72,10 @@ def cases(f: dict[str, str]) -> list[tuple[str, list[str]]]:
     m = "llama-3.2-1b"
     return [
         ("config: binary", e + [f["binary"]]),
+        ("probe --gpus 0", ["probe", m, "--gpus", "0"]),
+        ("probe --offload with ddp", ["probe", m, "--gpus", "2", "--parallel", "ddp", "--offload", "optimizer"]),
+        ("probe --parallel zero2 (no DeepSpeed run)", ["probe", m, "--gpus", "2", "--parallel", "zero2"]),
+        ("probe --gpus 8 --device cuda", ["probe", m, "--gpus", "8", "--device", "cuda"]),
         ("config: latin-1", e + [f["latin1"]]),
         ('config: "hidden_size": "2048"', e + [f["hidden_str"]]),
         ("config: hidden_size list", e + [f["hidden_list"]]),

@@ -16,8 +16,10 @@ from planner.calibration import cache_calibration
 from planner.catalog import load_model
 from planner.cli.options import model_options, train_spec
 from planner.cli.output import check_writable, emit_json, save_json
+from planner.cli.parallel_options import parallel_options
 from planner.cli.probe_matrix import MATRIX_KEYS, matrix_options, run_matrix_command
 from planner.errors import PlannerError
+from planner.parallel.spec import ParallelSpec, Strategy
 
 INTERRUPTED_EXIT = 130
 
@@ -47,13 +49,18 @@ def _probe_stack() -> ModuleType:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--trace", is_flag=True, help="No GPU: run the step on CPU fake tensors and count live bytes.")
 @click.option("--detect", is_flag=True, help="List the visible GPUs and exit.")
+@click.option("--device", "launch_device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto",
+              show_default=True, help="With --gpus N / --parallel: cuda (NCCL), or cpu (gloo ranks: a plumbing "
+                                      "check of launch and gathering, not a GPU measurement).")
+@parallel_options
 @matrix_options
 def probe(model: str | None, gpu: str | None, steps: int, find_max_batch: bool, save: str | None, as_json: bool,
-          trace: bool, detect: bool, **options: Any) -> None:
+          trace: bool, detect: bool, parallel: ParallelSpec, launch_device: str, **options: Any) -> None:
     """Measure MODEL's fine-tuning memory on this GPU (random weights), or trace it on CPU (--trace).
 
     Runs on the first visible GPU (select one with CUDA_VISIBLE_DEVICES); the estimate it is
-    compared with uses --gpu, else the shipped profile matching the detected device.
+    compared with uses --gpu, else the shipped profile matching the detected device. With --gpus N or
+    --parallel fsdp/fsdp2/ddp it launches N ranks under torch.distributed.run and reports each rank's peak.
     """
     matrix = {k: options.pop(k) for k in MATRIX_KEYS}
     if matrix["matrix"]:
@@ -68,12 +75,39 @@ def probe(model: str | None, gpu: str | None, steps: int, find_max_batch: bool, 
     load_model(model)  # unknown names fail here, before any GPU check
     if save:
         check_writable(save)  # before minutes of probing, not after
+    if parallel.gpus > 1 or parallel.strategy is not Strategy.NONE:
+        _launch(model, train_spec(**options), parallel, launch_device, gpu=gpu, steps=steps, save=save,
+                as_json=as_json)
+        return
     request = run.ProbeRequest(model=model, spec=train_spec(**options), gpu=gpu, steps=steps,
                                find_max_batch=find_max_batch, argv=list(sys.argv))
     result = _measure(run, request, trace=trace, as_json=as_json)
     _report(result, save=save, as_json=as_json)
     if result.interrupted:
         sys.exit(INTERRUPTED_EXIT)
+
+
+def _launch(model: str, spec: Any, parallel: ParallelSpec, device: str, *, gpu: str | None, steps: int,
+            save: str | None, as_json: bool) -> None:
+    """``--gpus N`` / ``--parallel``: the ranks under torch.distributed.run (:mod:`probes.launch`)."""
+    from probes.launch import run_launch_probe
+
+    try:
+        result = run_launch_probe(model, spec, parallel, device=device, steps=steps, gpu=gpu)
+    except KeyboardInterrupt:
+        click.echo("interrupted: launched probe stopped", err=True)
+        sys.exit(INTERRUPTED_EXIT)
+    data = result.model_dump(mode="json")
+    if save:
+        save_json(data, save)
+    if as_json:
+        emit_json(data)
+        return
+    from planner.cli.render.probe import render_launch
+
+    render_launch(result)
+    if save:
+        click.echo(f"saved {save}")
 
 
 def _detect(as_json: bool) -> None:

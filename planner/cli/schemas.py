@@ -97,6 +97,12 @@ def _probe_detect() -> type[BaseModel]:
     return DetectOutput
 
 
+def _probe_launch() -> type[BaseModel]:
+    from probes.launch import LaunchResult  # pydantic and planner only: torch is imported inside functions
+
+    return LaunchResult
+
+
 def _probe_matrix() -> type[BaseModel]:
     from planner.matrix.summary import Summary
 
@@ -117,6 +123,7 @@ COMMANDS: dict[str, tuple[str, Callable[[], type[BaseModel]]]] = {
     "serve": ("loraplan serve --json", _serve),
     "probe": ("loraplan probe --json and probe --save files", _probe),
     "probe-detect": ("loraplan probe --detect --json", _probe_detect),
+    "probe-launch": ("loraplan probe --gpus N --parallel fsdp2|fsdp|ddp --json", _probe_launch),
     "probe-matrix": ("loraplan probe --matrix FILE --out DIR --json and DIR/summary.json", _probe_matrix),
     "probe-matrix-plan": ("loraplan probe --matrix FILE --dry-run --json", _probe_matrix_plan),
     "watch": ("loraplan watch --json OUT", _watch),

@@ -79,6 +79,34 @@ def _deepspeed_config(parallel: ParallelSpec, grad_accum: int) -> dict[str, obje
     return out
 
 
+def deepspeed_json(parallel: ParallelSpec, *, micro_batch: int, grad_accum: int, dtype: DType) -> dict[str, object]:
+    """The ``ds.json`` of a ZeRO plan (keys of DeepSpeed's config docs, deepspeed.ai/docs/config-json, and
+    ``deepspeed/runtime/zero/config.py`` ``DeepSpeedZeroConfig``; bucket sizes "auto" as accelerate's
+    ``DeepSpeedPlugin`` fills them from the model)."""
+    stage = _ZERO_STAGE[parallel.strategy]
+    zero: dict[str, object] = {"stage": stage, "overlap_comm": True, "contiguous_gradients": True}
+    if parallel.offload is not Offload.NONE:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    if parallel.offload is Offload.PARAMS and stage == 3:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    if stage == 3:
+        zero.update(reduce_bucket_size="auto", stage3_prefetch_bucket_size="auto",
+                    stage3_param_persistence_threshold="auto", stage3_gather_16bit_weights_on_model_save=True)
+    return {"zero_optimization": zero, "bf16": {"enabled": dtype is DType.BF16},
+            "fp16": {"enabled": dtype is not DType.BF16}, "train_micro_batch_size_per_gpu": micro_batch,
+            "gradient_accumulation_steps": grad_accum, "gradient_clipping": 1.0}
+
+
+def torchrun_command(parallel: ParallelSpec) -> str:
+    """The torchrun alternative to ``accelerate launch`` for a DeepSpeed plan (``--deepspeed ds.json``)."""
+    per = parallel.world_size // parallel.nodes
+    if parallel.nodes == 1:
+        return f"torchrun --nproc-per-node {per} {SCRIPT} --deepspeed ds.json"
+    return (f"torchrun --nnodes {parallel.nodes} --node-rank RANK --nproc-per-node {per} --rdzv-backend c10d "
+            f"--rdzv-endpoint MAIN_NODE_IP:29500 {SCRIPT} --deepspeed ds.json"
+            f"  # on each node, RANK = 0..{parallel.nodes - 1}")
+
+
 def accelerate_config(parallel: ParallelSpec, *, grad_accum: int, grad_ckpt: bool, dtype: DType) -> str:
     """The ``accelerate.yaml`` of a multi-GPU plan (machine 0's copy: set ``machine_rank`` on the others)."""
     s = parallel.strategy

@@ -31,7 +31,8 @@ def _code(search: Search, t: TrainSpec, modules: str | list[str] | None, learnin
     explicit = [] if t.method is Method.FULL else _explicit_modules(search.profile, t)
     plan = PlanCode(hub_id=_hub_id(search.profile), modules=modules, explicit_modules=explicit,
                     learning_rate=learning_rate, scheduler=rules.SCHEDULER, warmup=rules.WARMUP_RATIO,
-                    epochs=req.epochs, model=search.profile.name, optimizer_steps=_optimizer_steps(req))
+                    epochs=req.epochs, model=search.profile.name, optimizer_steps=_optimizer_steps(req),
+                    world=1 if c is None or c.parallel is None else c.parallel.world_size)
     return code_for(req.framework, t, plan, snippet_options(versions))
 
 
@@ -126,6 +127,9 @@ def _parallel_fields(c: Candidate) -> dict[str, object]:
         "accelerate_config_yaml": launch.accelerate_config(c.parallel, grad_accum=t.grad_accum, grad_ckpt=t.grad_ckpt,
                                                            dtype=t.dtype),
         "launch_command": launch.launch_command(c.parallel),
+        **({"deepspeed_config_json": launch.deepspeed_json(c.parallel, micro_batch=t.micro_batch,
+                                                           grad_accum=t.grad_accum, dtype=t.dtype),
+            "torchrun_command": launch.torchrun_command(c.parallel)} if c.parallel.strategy.is_zero else {}),
         "host_gib": None if c.estimate.host_gib is None or c.parallel.offload.value == "none"
         else round(c.estimate.host_gib, 3),
     }

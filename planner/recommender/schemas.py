@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from planner.recommender.rules import Task
 from planner.recommender.snippets import Code
 from planner.results import MemoryGiB, ParallelRef, PeakGiB, StackRef
@@ -77,6 +79,10 @@ class Plan(Frozen):
     """Multi-GPU plans: ``accelerate launch --config_file accelerate.yaml train.py`` (with node flags)."""
     host_gib: float | None = None
     """Offload plans: host RAM per node the offloaded state needs (GiB)."""
+    deepspeed_config_json: dict[str, Any] | None = None
+    """ZeRO plans: the DeepSpeed ``ds.json`` (``accelerate launch`` or ``torchrun ... --deepspeed ds.json``)."""
+    torchrun_command: str | None = None
+    """ZeRO plans: the torchrun alternative to ``launch_command``."""
 
 
 class GpuOption(Frozen):

@@ -133,7 +133,7 @@ class Search:
     def timing(self, train: TrainSpec) -> tuple[TimeBreakdown, float | None]:
         """Time breakdown at the request's time sequence length, and hours for the dataset (None if unsized)."""
         timed = train.model_copy(update={"seq_len": self.request.time_seq_len()})
-        t = time_breakdown(self.profile.config, timed, self.gpu, self.util[train.method])
+        t = time_breakdown(self.profile.config, timed, self.gpu, self.util[train.method], stack=self.request.stack)
         tokens = self.request.tokens()
         hours = tokens * self.request.epochs / t.tokens_per_s / 3600.0 if tokens is not None else None
         return t, hours

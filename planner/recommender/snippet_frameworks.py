@@ -34,6 +34,8 @@ class PlanCode:
     """loraplan model name (torchtune's config is chosen by it)."""
     optimizer_steps: int | None = None
     """Optimizer steps of the job (torchtune's warmup is in steps); None without a dataset size."""
+    world: int = 1
+    """GPUs in the plan (multi-GPU: the effective batch is micro-batch x grad-accum x GPUs)."""
 
 
 def _sft(t: TrainSpec, p: PlanCode, names: SnippetOptions, call: str = "SFTConfig", max_length: bool = True,
@@ -42,6 +44,7 @@ def _sft(t: TrainSpec, p: PlanCode, names: SnippetOptions, call: str = "SFTConfi
         micro_batch=t.micro_batch, grad_accum=t.grad_accum, grad_ckpt=t.grad_ckpt, optim=t.optim,
         learning_rate=p.learning_rate, scheduler=p.scheduler, warmup=p.warmup, epochs=p.epochs, dtype=t.dtype,
         max_length=t.seq_len if max_length else None, names=names, call=call, checkpointing=checkpointing,
+        world=p.world,
     )
 
 

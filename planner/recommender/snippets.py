@@ -103,16 +103,20 @@ def sft_config(
     names: SnippetOptions = NEWEST_NAMES,
     call: str = "SFTConfig",
     checkpointing: bool = True,
+    world: int = 1,
 ) -> str:
     """``SFTConfig(...)`` (or ``call``: ``TrainingArguments``) with the option names of ``names``.
 
     ``max_length`` None leaves out the sequence length (``TrainingArguments`` has none); ``checkpointing`` False
-    leaves out the checkpointing keys (Unsloth sets them in ``get_peft_model``).
+    leaves out the checkpointing keys (Unsloth sets them in ``get_peft_model``). ``world`` > 1 (GPUs): the
+    comment says the effective batch is micro-batch x grad-accum x GPUs.
     """
+    effective = (f"effective batch {micro_batch} x {grad_accum} x {world} GPUs = {micro_batch * grad_accum * world}"
+                 if world > 1 else f"effective batch {micro_batch * grad_accum}")
     args: list[tuple[str, object, str]] = [
         ("output_dir", "out", ""),
         ("per_device_train_batch_size", micro_batch, ""),
-        ("gradient_accumulation_steps", grad_accum, f"effective batch {micro_batch * grad_accum}"),
+        ("gradient_accumulation_steps", grad_accum, effective),
     ]
     if checkpointing:
         args.append(("gradient_checkpointing", grad_ckpt, ""))

@@ -74,6 +74,11 @@ class Traffic:
     """``clip_grad_norm_``: element accesses per gradient (norm read, scale read + write)."""
     expert_modules: float
     """Dispatch units per routed expert call (transformers' expert loop), in units of an adapted module."""
+    fused_kernels: dict[str, float]
+    """``layer_*_bytes`` of stacks running fused RMSNorm/RoPE/SwiGLU kernels (Liger, Unsloth), counted."""
+    fused_libraries: tuple[str, ...]
+    fused_frameworks: tuple[str, ...]
+    """Stacks with those kernels: a library in the stack's versions, or the framework."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,9 @@ def _traffic(raw: dict[str, Any]) -> Traffic:
         loss_bytes_per_vocab={k: float(v) for k, v in raw["loss_bytes_per_vocab"]["value"].items()},
         optimizer_extra_accesses={k: float(v) for k, v in raw["optimizer_extra_accesses"]["value"].items()},
         clip_accesses=_value(raw, "clip_accesses"), expert_modules=_value(raw, "expert_modules"),
+        fused_kernels={k: float(v) for k, v in raw["fused_kernels"]["value"].items()},
+        fused_libraries=tuple(raw["fused_kernel_stacks"]["value"]["libraries"]),
+        fused_frameworks=tuple(raw["fused_kernel_stacks"]["value"]["frameworks"]),
     )
 
 

@@ -103,3 +103,7 @@ class TimeBreakdown(Frozen):
     """Error band from the held-out residual quantiles (``profiles/throughput.json`` ``error_band``)."""
     mfu: float
     peak_tflops: float
+    kernels: str = "eager"
+    """Norm/rotary/SwiGLU traffic of the stack: ``eager`` (counted from transformers' op sequence) or ``fused``
+    (counted from Liger / Unsloth Triton kernels, ``throughput.json`` ``fused_kernels``). The loss term follows
+    the stack's loss kind; GEMM utilization and dispatch are fitted on transformers-stack runs for every stack."""

@@ -20,7 +20,7 @@ from planner.time.constants import GB, TFLOP, TimeConstants, time_constants
 from planner.time.flops import matmul_params, peak_tflops
 from planner.time.gemm import Device, compute_seconds
 from planner.time.schemas import Provenance, StepImpl, TimeBreakdown, Utilization
-from planner.time.traffic import dequant_bytes, memory_bytes, optimizer_bytes
+from planner.time.traffic import dequant_bytes, fused_kernels, memory_bytes, optimizer_bytes
 
 _BACKWARD_PASSES = 2.0
 """Dispatch units of a backward pass relative to a forward (about twice the kernels: input and weight paths)."""
@@ -86,5 +86,5 @@ def time_breakdown(
         compute_s=compute, weights_s=_weights_seconds(config, ctx, bandwidth), dequant_s=dequant, memory_s=memory,
         overhead_s=overhead, optimizer_s=optimizer, tokens_per_s=tps,
         tokens_per_s_low=tps * low, tokens_per_s_high=tps * high,
-        mfu=util.mfu, peak_tflops=peak,
+        mfu=util.mfu, peak_tflops=peak, kernels="fused" if fused_kernels(ctx, consts.traffic) else "eager",
     )

@@ -19,15 +19,28 @@ def _recompute(ctx: Context) -> float:
     return 1.0 if ctx.train.grad_ckpt else 0.0
 
 
+def fused_kernels(ctx: Context, tr: Traffic) -> bool:
+    """Whether the stack runs fused RMSNorm/RoPE/SwiGLU kernels (Liger, Unsloth: ``fused_kernel_stacks``)."""
+    stack = ctx.stack
+    return stack.framework in tr.fused_frameworks or any(lib in stack.versions for lib in tr.fused_libraries)
+
+
 def _layer_forward_bytes_per_token(ctx: Context, tr: Traffic) -> float:
-    """Norms, residual adds (scaled by the residual stream's element size), rotary, MLP activation; one layer."""
+    """Norms, residual adds (scaled by the residual stream's element size), rotary, MLP activation; one layer.
+
+    Eager ops by default; the fused kernels' counted bytes (``traffic.fused_kernels``) for Liger / Unsloth stacks.
+    """
     cfg = ctx.config
+    fused = tr.fused_kernels if fused_kernels(ctx, tr) else {}
+    hidden = fused.get("layer_hidden_bytes", tr.layer_hidden_bytes)
+    qkv = fused.get("layer_qkv_bytes", tr.layer_qkv_bytes)
+    inter_bytes = fused.get("layer_intermediate_bytes", tr.layer_intermediate_bytes)
     kv = cfg.num_key_value_heads * cfg.head_dim
     q = cfg.num_attention_heads * cfg.head_dim
     inter = cfg.intermediate_size * (cfg.num_experts_per_tok if ctx.arch.expert_params else 1)
-    act = tr.layer_intermediate_bytes if ctx.arch.gated_mlp else tr.layer_intermediate_bytes * 0.4
+    act = inter_bytes if ctx.arch.gated_mlp else inter_bytes * 0.4
     stream = ctx.d.stream / 2.0
-    return tr.layer_hidden_bytes * cfg.hidden_size * stream + tr.layer_qkv_bytes * (q + kv) + act * inter
+    return hidden * cfg.hidden_size * stream + qkv * (q + kv) + act * inter
 
 
 def _lora_bytes_per_token(lin: Linear, ctx: Context, tr: Traffic, impl: StepImpl) -> tuple[float, float]:

@@ -161,3 +161,23 @@ def _render_trace(trace: Any, console: Console) -> None:
                   f"rounding {trace.peak_rounded_gib:.3f} GiB[/]")
     for note in trace.emulated:
         console.print(f"[yellow]emulated:[/] {note}")
+
+
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1024:.1f}"
+
+
+def render_launch(result: Any, console: Console | None = None) -> None:
+    """``probe --gpus N``: one row per rank (MiB), the max over ranks and the per-GPU estimate."""
+    console = console or make_console()
+    where = "CPU gloo ranks (plumbing check)" if result.plumbing_check else "GPUs (NCCL)"
+    table = compact_table(("rank", "right"), ("device", "left"), ("loaded", "right"), ("peak alloc", "right"),
+                          ("peak resv", "right"), ("RSS", "right"),
+                          title=f"{result.strategy} on {result.world_size} {where}, MiB")
+    for r in result.ranks:
+        table.add_row(str(r.rank), r.device, _mib(r.after_load_gib), _mib(r.peak_allocated_gib),
+                      _mib(r.peak_reserved_gib), _mib(r.peak_rss_gib))
+    console.print(table)
+    console.print(f"peak (max over ranks) {_mib(result.peak_allocated_gib)} MiB; per-GPU estimate "
+                  f"{_mib(result.estimate_allocated_gib)} MiB ({_pct(result.error_pct)})")
+    console.print(f"[dim]{result.path}; {result.seconds:.1f} s[/]")

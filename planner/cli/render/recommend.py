@@ -44,6 +44,9 @@ def render_recommendation(rec: Recommendation, console: Console | None = None, s
     console = console or make_console()
     if rec.stack is not None:
         console.print(escape(stack_line(rec.stack)), highlight=False)
+    if rec.plans and rec.plans[0].time.kernels == "fused":
+        console.print("speed: norm/rotary/SwiGLU bytes counted from fused Liger/Unsloth kernels",
+                      highlight=False)
     g = rec.gpu
     detected = " (detected)" if g.detected else ""
     data = (f"{rec.dataset.tokens / 1e6:,.1f}M tokens x {rec.dataset.epochs:g} epochs" if rec.dataset.tokens

@@ -1,0 +1,33 @@
+"""ZeRO plans' ``deepspeed_config_json`` and torchrun alternative: JSON-parses, has DeepSpeed's required keys."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from planner.parallel.spec import Offload, ParallelSpec, Strategy
+from planner.recommender.launch import deepspeed_json, torchrun_command
+from planner.specs import DType
+
+
+@pytest.mark.parametrize("strategy,stage", [(Strategy.ZERO1, 1), (Strategy.ZERO2, 2), (Strategy.ZERO3, 3)])
+def test_ds_json_keys(strategy: Strategy, stage: int) -> None:
+    p = ParallelSpec(strategy=strategy, gpus=4)
+    data = json.loads(json.dumps(deepspeed_json(p, micro_batch=2, grad_accum=8, dtype=DType.BF16)))
+    assert {"zero_optimization", "bf16", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
+            "gradient_clipping"} <= set(data)
+    assert data["zero_optimization"]["stage"] == stage and data["bf16"]["enabled"] is True
+    assert data["train_micro_batch_size_per_gpu"] == 2 and data["gradient_accumulation_steps"] == 8
+    if stage == 3:
+        assert data["zero_optimization"]["stage3_prefetch_bucket_size"] == "auto"
+
+
+def test_offload_and_multinode() -> None:
+    p = ParallelSpec(strategy=Strategy.ZERO3, gpus=8, nodes=2, offload=Offload.PARAMS)
+    zero = deepspeed_json(p, micro_batch=1, grad_accum=1, dtype=DType.BF16)["zero_optimization"]
+    assert zero["offload_optimizer"] == {"device": "cpu", "pin_memory": True}
+    assert zero["offload_param"] == {"device": "cpu", "pin_memory": True}
+    cmd = torchrun_command(p)
+    assert "--nnodes 2" in cmd and "--node-rank RANK" in cmd and "--rdzv-endpoint MAIN_NODE_IP:29500" in cmd
+    assert "--nproc-per-node 8" in cmd and "--deepspeed ds.json" in cmd
