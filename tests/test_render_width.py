@@ -185,3 +185,19 @@ def test_recommend_cli_at_80_columns_breaks_no_word() -> None:
     assert "metho\n" not in table and "0.000" not in table
     assert re.search(r"#\s+method\s+targets\s+r\s+batch\s+ckpt\s+optim\s+lr\s+GiB\s+time", table)
     assert re.search(r"1\s+lora\s+all-linear\s+32\s+1x16\s+on\s+adamw\s+2e-4", table)
+
+
+@pytest.mark.parametrize("detected", [False, True])
+def test_stack_lines_fit_80_columns(detected: bool) -> None:
+    """Every framework's stack line (with Liger where allowed, at the newest and at long local versions) fits 80."""
+    from planner.cli.render.estimate import stack_line
+    from planner.stack.resolve import framework_choices, framework_names, newest_versions, resolve_stack
+
+    long_versions = {k: v + "+cu128" for k, v in newest_versions().items() if k in ("torch", "bitsandbytes")}
+    for fw in framework_names():
+        for liger in (False, True) if framework_choices(fw)[1] else (False,):
+            for versions in (None, long_versions):
+                stack = resolve_stack(fw, versions=versions, liger=liger, detect=False).stack
+                text = stack_line(stack.ref(detected))
+                assert text.startswith(f"stack: {fw}")
+                assert all(len(line) <= 80 for line in text.splitlines()), text

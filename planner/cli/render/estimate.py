@@ -43,6 +43,9 @@ def _note(est: Estimate, name: str) -> str:
     return _NOTES[name]
 
 
+STACK_LINE_COLUMNS = 80
+"""The widest stack line printed as one line (tests/test_render_width.py)."""
+
 _LIB_ABBREV = {"transformers": "tf", "bitsandbytes": "bnb", "accelerate": "acc"}
 
 
@@ -54,7 +57,11 @@ def stack_line(stack: StackRef) -> str:
     libs = [f"{_LIB_ABBREV.get(k, k)} {stack.versions[k].split('+')[0]}" for k in order
             if k in stack.versions and k != stack.framework]
     where = "installed" if stack.detected else "assumed"
-    return f"stack: {fw}{' ' + own if own else ''}, {', '.join(libs)} ({where})"
+    line = f"stack: {fw}{' ' + own if own else ''}, {', '.join(libs)} ({where})"
+    if len(line) <= STACK_LINE_COLUMNS:
+        return line
+    # Too wide for an 80-column terminal (e.g. unsloth's calendar version): the libraries on a second line.
+    return f"stack: {fw}{' ' + own if own else ''} ({where}) on\n       {', '.join(libs)}"
 
 
 def render_estimate(est: Estimate, console: Console | None = None) -> None:
