@@ -15,8 +15,11 @@ from pathlib import Path
 
 from planner.estimator import estimate
 from planner.specs import Attn, DType, Method, Optim, TrainSpec
+from planner.stack.resolve import resolve_stack
+from planner.stack.stack import KbitPrepare, Stack
 
 CSV = Path(__file__).resolve().parents[1].parent / "shared" / "validation" / "published.csv"
+SHIPPED = Path(__file__).resolve().parent / "data" / "published_single_gpu.csv"
 
 MODEL_MAP = {
     "meta-llama/Llama-2-7b-hf": "llama-2-7b",
@@ -55,6 +58,11 @@ class Row:
     counter: str  # allocated | reserved | device | fit
     measured_gib: float | None
     notes: str
+    stack: str = "trainer"
+    """``--framework`` the row's source ran (shipped copy's ``stack`` column; else the HF Trainer)."""
+    versions: str = ""
+    """``--versions`` of that run (empty: the newest modelled)."""
+    status: str = "modelled"
 
     @property
     def framework(self) -> str:
@@ -101,10 +109,12 @@ def _counter(kind: str) -> str:
     return "device"
 
 
-def load_rows() -> list[Row]:
-    """Rows with a shipped model and fully stated conditions (single GPU)."""
+def load_rows(path: Path | None = None) -> list[Row]:
+    """Rows with a shipped model and fully stated conditions (single GPU), from ``path`` (default: the shared
+    CSV; ``SHIPPED`` is its single-GPU copy with ``stack``/``versions``/``status`` columns, comment lines ``#``)."""
     rows = []
-    for r in csv.DictReader(CSV.open()):
+    lines = [line for line in (path or CSV).read_text().splitlines() if not line.startswith("#")]
+    for r in csv.DictReader(lines):
         profile = MODEL_MAP.get(r["model"])
         if profile is None or "SUSPECT" in r["notes"] or "FSDP" in r["gpu"] or "x" in r["gpu"].split("x")[0][:1]:
             continue
@@ -150,13 +160,28 @@ def load_rows() -> list[Row]:
         value = float(re.match(r"[\d.]+", peak).group(0)) if peak else None
         gpu = r["gpu"].split("x", 1)[1].split("-")[0].strip().lower()
         gpu = {"a100": "a100-40gb" if "40" in r["gpu"] else "a100-80gb"}.get(gpu, gpu)
-        rows.append(Row(r["source"], r["model"], profile, train, gpu, _counter(r["measure_kind"]), value, r["notes"]))
+        rows.append(Row(r["source"], r["model"], profile, train, gpu, _counter(r["measure_kind"]), value, r["notes"],
+                        r.get("stack") or "trainer", r.get("versions") or "", r.get("status") or "modelled"))
     return rows
 
 
-def compare(row: Row) -> tuple[float | None, bool | None]:
-    """(estimate in the row's counter, whether the estimate says it fits the row's GPU)."""
-    est = estimate(row.profile, row.train, row.gpu)
+def row_stack(row: Row) -> Stack:
+    """The stack the row's source ran (``--framework``/``--versions`` as the CLI resolves them)."""
+    versions = dict(item.split("=", 1) for item in row.versions.split(",") if item)
+    return resolve_stack(row.stack, versions, detect=False).stack
+
+
+def compare(row: Row, stacked: bool = False) -> tuple[float | None, bool | None]:
+    """(estimate in the row's counter, whether the estimate says it fits the row's GPU); with ``stacked``, on
+    the row's own stack, with the kbit-prepare that stack implies (as ``--framework`` sets it in the CLI)."""
+    if stacked:
+        stack = row_stack(row)
+        train = row.train
+        if train.method is Method.QLORA:
+            train = train.model_copy(update={"kbit_prepare": stack.kbit_prepare is KbitPrepare.UPCAST_FP32})
+        est = estimate(row.profile, train, row.gpu, stack=stack)
+    else:
+        est = estimate(row.profile, row.train, row.gpu)
     if row.counter == "fit":
         return None, est.fits
     value = {"allocated": est.peak_gib.allocated, "reserved": est.peak_gib.reserved, "device": est.peak_gib.device}

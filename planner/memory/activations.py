@@ -11,7 +11,8 @@ Sources:
 - [DORA]       peft/tuners/lora/dora.py ``DoraLinearLayer.forward``: builds ``lora_B(lora_A(eye(in)))`` (fp32)
                and ``W + scaling * lora_weight`` every forward, and saves the base and LoRA results.
 - [BNB-4bit]   bitsandbytes v0.50.2 bitsandbytes/nn/modules.py ``Linear4bit.forward`` casts x to the compute dtype and
-               the output back to x's dtype; ``MatMul4Bit`` saves only the packed weight (stack ``matmul4bit_saves``).
+               the output back to x's dtype; ``MatMul4Bit`` saves only the packed weight from v0.43.2, also its input
+               before (stack ``matmul4bit_saves``; v0.43.1 ``autograd/_functions.py`` ``ctx.tensors = (A, B)``).
 - [BNB-int8]   bitsandbytes/autograd/_functions.py ``MatMul8bitLt`` saves its 16-bit input when a gradient is needed.
 - [AUTOGRAD]   torch autograd saves a matmul input only when the other operand needs a gradient (a frozen
                weight's input is not saved) - checked in tests/test_memory.py with saved_tensors_hooks.
@@ -118,6 +119,11 @@ def _linears_saved(ctx: Context, group: list[Linear], in_bytes: float) -> float:
     saved = sum(_lora_saved_per_token(ctx, lin) for lin in group if ctx.adapted(lin))
     if ctx.qlora and ctx.arch.bnb_quantizable and ctx.train.quant_bits == 8:
         saved += group[0].in_features * d.compute  # [BNB-int8] MatMul8bitLt keeps its (shared) 16-bit input
+    if ctx.matmul4bit_saves_input:
+        # [BNB-4bit] bitsandbytes < 0.43.2: MatMul4Bit keeps its input A, which Linear4bit.forward casts to the
+        # compute dtype: the shared 16-bit tensor itself, or one fresh cast per linear when the stream is fp32.
+        copies = 1 if in_bytes == d.compute else len(group)
+        saved += copies * group[0].in_features * d.compute
     if ctx.full:
         lin_in = d.compute if d.autocast else in_bytes
         # [AUTOGRAD] a trainable weight needs its input: one shared tensor when no cast is needed, else one

@@ -126,6 +126,17 @@ class Context:
         return self.qlora and (self.arch.bnb_quantizable or self.stack.flag("subclass_linears_quantized"))
 
     @property
+    def lm_head_quantized(self) -> bool:
+        """QLoRA on a stack that also quantizes the untied lm_head (litgpt's ``BitsandbytesPrecision``)."""
+        return self.qlora and self.arch.lm_head_params > 0 and self.stack.flag("lm_head_quantized")
+
+    @property
+    def matmul4bit_saves_input(self) -> bool:
+        """4-bit QLoRA linears whose ``MatMul4Bit`` keeps its input for backward (bitsandbytes < 0.43.2)."""
+        return (self.quantized_linears and self.train.quant_bits == 4
+                and self.stack.value("matmul4bit_saves") == "input_and_packed_weight")
+
+    @property
     def experts_quantized(self) -> bool:
         """QLoRA on a stack whose MoE experts are per-expert ``nn.Linear`` (transformers 4.x), which
         bitsandbytes quantizes like any other linear."""
@@ -153,6 +164,9 @@ def build_context(config: ModelConfig, train: TrainSpec, stack: Stack | None = N
         PlannerError: targets that match no module, or a dropout PEFT cannot apply.
     """
     stack = stack or default_stack()
+    if config.tie_word_embeddings and not stack.flag("ties_embeddings"):
+        # litgpt keeps a separate lm_head (its converter copies the embedding into it): count both.
+        config = config.model_copy(update={"tie_word_embeddings": False})
     full = train.method is Method.FULL
     targets = () if full else resolve_targets(config, train.targets)
     dropout = 0.0 if full else lora_dropout(config, train.targets, train.lora_dropout)

@@ -11,6 +11,12 @@
   the fp32 copy of the lm_head weight, alive per chunk; backward recomputes a chunk and holds its gradients.
 - ``chunked_8`` (torchtune ``CEWithChunkedOutputLoss``): the compute-dtype logits exist in full (8 chunks of
   the output), each chunk upcast and cross-entropied; only one chunk's fp32 tensors are alive at a time.
+- ``chunked_head_128`` (litgpt ``finetune``: ``model(input_ids, lm_head_chunk_size=128)`` then
+  ``utils.chunked_cross_entropy``): the lm_head runs on 128-token slices in the compute dtype and every
+  chunk's logits stay referenced by the training loop until the step ends; each chunk's ``cross_entropy``
+  runs in that dtype (no ``.float()``) and saves its log_softmax output. Backward turns the saved
+  log-probs into logit gradients chunk by chunk (autograd runs every chunk's loss backward before the
+  lm_head matmuls, which were recorded first).
 - ``fused_head`` (TRL >= 1.13 ``kernels/chunked_logprob.py``; Liger fused linear CE; CCE; Unsloth): fp32
   tiles of at most 4096 tokens x 32768 vocabulary entries; the full logits never exist.
 """
@@ -92,6 +98,19 @@ def _chunked_8(ctx: Context) -> LogitsMemory:
     return LogitsMemory(forward, n * logits_b + 3 * chunk * FP32_BYTES, 0.0, 0.0)
 
 
+def _chunked_head_128(ctx: Context) -> LogitsMemory:
+    d, config = ctx.d, ctx.config
+    n = ctx.tokens * config.vocab_size
+    logits_b = d.compute if d.autocast else d.other_param
+    chunk = _chunk_tokens(ctx, float(loss_constants()["litgpt_lm_head_chunk_tokens"])) * config.vocab_size
+    # Forward: every chunk's logits and its saved log-probs, both compute dtype.
+    forward = 2 * n * logits_b
+    # Backward: the logits, the log-probs / logit gradients (one replaces the other per chunk), and one
+    # chunk's nll_loss gradient and log_softmax input gradient in flight.
+    backward = 2 * n * logits_b + 2 * chunk * logits_b
+    return LogitsMemory(forward, backward, 0.0, 0.0)
+
+
 def _fused_head(ctx: Context) -> LogitsMemory:
     k = loss_constants()
     tile = (_chunk_tokens(ctx, float(k["fused_tile_tokens"])) * min(ctx.config.vocab_size, float(k["fused_tile_vocab"])))
@@ -104,6 +123,7 @@ LOSS_STRATEGIES: dict[LossKind, Callable[[Context], LogitsMemory]] = {
     LossKind.FULL_LOGITS_CONTIGUOUS: _full_logits_contiguous,
     LossKind.CHUNKED_256: _chunked_256,
     LossKind.CHUNKED_8: _chunked_8,
+    LossKind.CHUNKED_HEAD_128: _chunked_head_128,
     LossKind.FUSED_HEAD: _fused_head,
 }
 

@@ -28,6 +28,10 @@ def weight_bytes(ctx: Context) -> float:
         # transformers 4.x MixtralBlockSparseTop2MLP: w1, w2, w3 nn.Linear per expert, each quantized.
         quantized += ctx.layers * ctx.arch.expert_params
         tensors += ctx.layers * config.num_local_experts * sum(1 for p in ctx.arch.param_targets if p.experts > 1)
+    if ctx.lm_head_quantized:
+        # litgpt under lightning's BitsandbytesPrecision: the (untied) lm_head is a 4/8-bit Linear too.
+        quantized += ctx.arch.lm_head_params
+        tensors += 1
     if not ctx.qlora:
         quantized = quantizable_weight_params(config)
     other = ctx.total_params - quantized
@@ -80,3 +84,11 @@ def qlora_dequant_transient_bytes(ctx: Context) -> float:
     if not ctx.qlora or ctx.train.quant_bits != 4:
         return 0.0
     return max(lin.weight_params for lin in ctx.arch.linears) * ctx.d.compute
+
+
+def lm_head_dequant_transient_bytes(ctx: Context) -> float:
+    """A 4-bit lm_head (litgpt) is dequantized to a 16-bit temporary at each of its matmuls [BNB-4bit]:
+    alive through the loss forward and backward."""
+    if not ctx.lm_head_quantized or ctx.train.quant_bits != 4:
+        return 0.0
+    return ctx.arch.lm_head_params * ctx.d.compute

@@ -130,6 +130,9 @@ def _loss_terms(ctx: Context) -> list[Term]:
         Term("lm_head weight cast (saved)", "logits",
              alive(logits.saved_weight_bytes, (Phase.LAYER_FORWARD, Phase.LOSS_FORWARD, Phase.LOSS_BACKWARD)),
              source=LOSS),
+        Term("lm_head dequantized (4-bit)", "logits",
+             alive(states.lm_head_dequant_transient_bytes(ctx), (Phase.LOSS_FORWARD, Phase.LOSS_BACKWARD)),
+             source=LOSS),
         Term("logits and loss", "logits",
              {Phase.LOSS_FORWARD: logits.forward_bytes, Phase.LOSS_BACKWARD: logits.backward_bytes}, source=LOSS),
     ]

@@ -139,7 +139,10 @@ def resolve_stack(framework: str = DEFAULT_FRAMEWORK, versions: dict[str, str] |
     for name, variants in fw["overrides"].items():
         behaviours[name] = _pick(f"{framework} {name}", variants, merged, warnings)
     choice = "liger" if liger else (loss.value if loss not in (None, LossChoice.FULL) else None)
-    if choice is not None and not (choice == "fused" and framework == "unsloth"):
+    # The framework's own (first) loss choice is its loss override when it has one (unsloth's fused CE,
+    # litgpt's 128-token chunked head, torchtune's 8 chunks): keep that, not the generic choice.
+    own = choice == fw["losses"][0] and "loss" in fw["overrides"]
+    if choice is not None and not own:
         c = _frameworks()["choices"][choice]
         behaviours["loss"] = Behaviour(value=c["value"], holds_for=f"--{'liger' if liger else 'loss ' + choice}",
                                        source=c["source"])

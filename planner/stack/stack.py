@@ -42,6 +42,9 @@ class LossKind(str, Enum):
     """256-token chunks of lm_head + loss under checkpoint (TRL 1.8-1.12)."""
     CHUNKED_8 = "chunked_8"
     """The output split in 8 chunks, each upcast and cross-entropied (torchtune CEWithChunkedOutputLoss)."""
+    CHUNKED_HEAD_128 = "chunked_head_128"
+    """lm_head in 128-token chunks in the compute dtype, each chunk cross-entropied without an fp32 upcast
+    (litgpt ``finetune``: ``model(input_ids, lm_head_chunk_size=128)`` + ``chunked_cross_entropy``)."""
     FUSED_HEAD = "fused_head"
     """A fused, tiled lm_head + loss: full logits never built (TRL >= 1.13, Liger, CCE, Unsloth)."""
 
