@@ -2,8 +2,9 @@
 
 ``probes.trl_step`` runs ``SFTTrainer``'s model preparation and ``compute_loss`` (fused tiled LM head)
 unmodified on fake tensors. Llama-3-8B, r=16, micro-batch 1. Measured (trl 1.16.0, transformers 5.24.0):
-LoRA +0.2..+0.6%, full +0.3..+1.1%, QLoRA +1.4..+3.8% (the QLoRA miss grows with tokens under
-checkpointing: about 85 KiB/token, not yet attributed).
+LoRA +0.2..+0.6%, full +0.3..+1.1%, QLoRA +1.2..+2.6% (2048 tokens with checkpointing is the worst; the
+layer-backward peak counts the dequantized gate/up weight only beyond the down projection's freed saved
+tensors, ``planner.memory.step._dequant_phases``). The issue's bound, 3%, is the tolerance.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from tests.conftest import needs_torch_stack
 
 pytestmark = [needs_torch_stack, pytest.mark.trace]
 
-TOLERANCE = 0.05
+TOLERANCE = 0.03
 CASES = [("lora", 2048, True), ("lora", 512, False), ("qlora", 2048, True), ("qlora", 512, False),
          ("full", 2048, True)]
 

@@ -279,6 +279,21 @@ def _layer_backward_transient(ctx: Context) -> float:
     return ctx.tokens * (2 * h * d.stream + max(mlp_bwd, attn_bwd))
 
 
+def mlp_down_saved_bytes(ctx: Context) -> float:
+    """Saved bytes of a dense MLP's down projection (its LoRA inputs, bitsandbytes < 0.43.2's kept input), at
+    most two MLP intermediate gradients' worth (whole micro-batch).
+
+    Backward frees them in the down projection's backward, before the gate/up projections run theirs: the
+    moment the three MLP intermediate gradients are in flight and a 4-bit gate/up weight is dequantized
+    (traced: tests/test_trace_trl.py, QLoRA with checkpointing)."""
+    if ctx.arch.expert_params:
+        return 0.0
+    mlp_lins = [lin for lin in ctx.arch.linears if lin.block is Block.MLP]
+    act_b = _linear_out_bytes(ctx, _norm_saved(ctx)[1])
+    down_saved = _linears_saved(ctx, [mlp_lins[-1]], act_b)
+    return ctx.tokens * min(down_saved, 2 * float(ctx.config.intermediate_size) * act_b)
+
+
 def _forward_transient(ctx: Context) -> float:
     """The largest short-lived tensor(s) of one layer's forward."""
     c = ctx.d.compute

@@ -14,7 +14,7 @@ Where each term lives (``persistent`` = every sub-phase):
 from __future__ import annotations
 
 from planner.memory import states
-from planner.memory.activations import activations
+from planner.memory.activations import activations, mlp_down_saved_bytes
 from planner.memory.context import Context
 from planner.memory.ledger import (
     BACKWARD,
@@ -102,8 +102,7 @@ def _activation_terms(ctx: Context) -> list[Term]:
              alive(acts.layer_backward_transient_bytes, (Phase.LAYER_BACKWARD,) + bottom), source=AUTOGRAD),
         Term("layer forward transient", "activations", alive(acts.forward_transient_bytes, (Phase.LAYER_FORWARD,)),
              source=AUTOGRAD),
-        Term("4-bit dequantized weight", "activations",
-             alive(states.qlora_dequant_transient_bytes(ctx), (Phase.LAYER_FORWARD, Phase.LAYER_BACKWARD)),
+        Term("4-bit dequantized weight", "activations", _dequant_phases(ctx),
              source="bitsandbytes v0.50.2 autograd/_functions.py MatMul4Bit (dequantize_4bit per matmul)"),
     ]
 
@@ -122,6 +121,16 @@ def _autocast_casts_term(ctx: Context) -> Term:
         by_phase = alive(casts, FORWARD) if ctx.full else {}
         by_phase.update(alive(casts / ctx.layers, (Phase.LAYER_BACKWARD,)))
     return Term("autocast weight copies", "weights", by_phase, source=CASTS)
+
+
+def _dequant_phases(ctx: Context) -> dict[Phase, float]:
+    """The largest dequantized 4-bit weight, in a layer's forward and backward. In backward the gate/up
+    weights are dequantized after the down projection's backward freed its saved tensors, so only what
+    exceeds those adds to the layer-backward peak (never below the peak without a dequantized weight)."""
+    dequant = states.qlora_dequant_transient_bytes(ctx)
+    if not dequant:
+        return {}
+    return {Phase.LAYER_FORWARD: dequant, Phase.LAYER_BACKWARD: max(0.0, dequant - mlp_down_saved_bytes(ctx))}
 
 
 def _loss_terms(ctx: Context) -> list[Term]:
