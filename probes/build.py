@@ -119,9 +119,25 @@ def create_model(raw: dict[str, Any], spec: TrainSpec, device: torch.device | st
 
     config = hf_config(raw, spec, trace=trace)
     with _quiet(), torch.device(device):
-        return AutoModelForCausalLM.from_config(config, dtype=load_dtype(spec),
-                                                attn_implementation=attn_implementation(spec, trace=trace,
-                                                                                        config=config))
+        kwargs = {dtype_kwarg(): load_dtype(spec),
+                  "attn_implementation": attn_implementation(spec, trace=trace, config=config)}
+        return AutoModelForCausalLM.from_config(config, **kwargs)
+
+
+def transformers_major() -> int:
+    """The installed transformers' major version (the trace runs on 4.x and 5.x)."""
+    import transformers
+
+    return int(transformers.__version__.split(".")[0])
+
+
+def dtype_kwarg() -> str:
+    """``from_pretrained``/``from_config``'s dtype keyword: ``torch_dtype`` before transformers 4.56, ``dtype``
+    after (profiles/stacks/snippets.json has the same boundary for the recommend snippets)."""
+    import transformers
+    from packaging.version import Version
+
+    return "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
 
 
 def lora_config(raw: dict[str, Any], spec: TrainSpec) -> Any:

@@ -166,6 +166,11 @@ class EmulatedLinear4bit(bnb.nn.Linear4bit):
 def quantizable_linears(model: nn.Module) -> list[str]:
     """Names of the modules transformers' bnb 4-bit quantizer would replace in ``model``."""
     from transformers.pytorch_utils import Conv1D
+
+    from probes.build import transformers_major
+
+    if transformers_major() < 5:
+        return _quantizable_linears_v4(model)
     from transformers.quantizers.base import HfQuantizer
     from transformers.quantizers.quantizers_utils import should_convert_module
 
@@ -174,6 +179,23 @@ def quantizable_linears(model: nn.Module) -> list[str]:
         name
         for name, module in model.named_modules()
         if should_convert_module(name, skip) and (type(module) is nn.Linear or isinstance(module, Conv1D))
+    ]
+
+
+def _quantizable_linears_v4(model: nn.Module) -> list[str]:
+    """transformers 4.x (v4.44.2 quantizers/quantizer_bnb_4bit.py ``_process_model_before_weight_loading`` and
+    integrations/bitsandbytes.py ``_replace_with_bnb_linear``): ``get_keys_to_not_convert`` (the lm_head or
+    the tied weights) plus ``_keep_in_fp32_modules`` are skipped, and every ``isinstance(module, nn.Linear)`` is
+    replaced, subclasses included (FalconLinear, Mixtral's per-expert linears)."""
+    from transformers.integrations.bitsandbytes import get_keys_to_not_convert
+    from transformers.pytorch_utils import Conv1D
+
+    skip = list(get_keys_to_not_convert(model)) + list(getattr(model, "_keep_in_fp32_modules", None) or [])
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, (nn.Linear, Conv1D)) and name.rsplit(".", 1)[-1] not in skip
+        and not any(key + "." in name or key == name for key in skip)
     ]
 
 

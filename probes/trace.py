@@ -87,10 +87,43 @@ def _trace_context(tracker: LiveBytesTracker) -> Iterator[None]:
     # conservative: it cannot read the position ids, so it assumes packed sequences and builds a
     # full attention mask (disabling sdpa's is_causal path and GQA). The probe's batches are
     # single unpacked sequences, for which the real check returns None.
-    import transformers.masking_utils as masking
+    # transformers 4.x (no masking_utils, before 4.53) has no packed-sequence check: its sdpa path drops
+    # the mask of an unmasked batch (AttentionMaskConverter._ignore_causal_mask_sdpa) without reading data.
+    with _no_packed_sequences(), cuda_autocast_policy(), cuda_dropout_patch(), cuda_sdpa_patch(), _fake_mode(), \
+            tracker:
+        yield
 
-    with mock.patch.object(masking, "find_packed_sequence_indices", lambda position_ids: None), \
-            cuda_autocast_policy(), cuda_dropout_patch(), cuda_sdpa_patch(), _fake_mode(), tracker:
+
+def _no_packed_sequences() -> AbstractContextManager[Any]:
+    try:
+        import transformers.masking_utils as masking
+    except ImportError:
+        return nullcontext()
+    if not hasattr(masking, "find_packed_sequence_indices"):
+        return nullcontext()
+    return mock.patch.object(masking, "find_packed_sequence_indices", lambda position_ids: None)
+
+
+@contextmanager
+def _balanced_routing(raw: dict[str, Any]) -> Iterator[None]:
+    """transformers 4.x MoE blocks (v4.44.2 ``MixtralSparseMoeBlock.forward``) pick each expert's tokens with
+    ``torch.where(expert_mask[e])``, a data-dependent shape fake tensors cannot have. Give every expert the
+    balanced share, ``top_k x tokens / experts`` (token, slot) pairs, the routing the estimate assumes."""
+    experts = raw.get("num_local_experts") or raw.get("num_experts")
+    if not experts or build.transformers_major() >= 5:
+        yield
+        return
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    where = torch.where
+
+    def balanced_where(condition: Any, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs or not isinstance(condition, FakeTensor):
+            return where(condition, *args, **kwargs)
+        pairs = round(condition.numel() / experts)
+        return tuple(torch.zeros(pairs, dtype=torch.long, device=condition.device) for _ in range(condition.dim()))
+
+    with mock.patch.object(torch, "where", balanced_where):
         yield
 
 
@@ -224,7 +257,7 @@ def run_trace(raw: dict[str, Any], spec: TrainSpec, *, steps: int = 2, framework
     started = time.perf_counter()
     tracker = LiveBytesTracker("cpu")
     notes = list(EMULATION_NOTES) + (list(sharding.notes) if sharding is not None else [])
-    with _trace_context(tracker), _framework_context(framework), \
+    with _trace_context(tracker), _framework_context(framework), _balanced_routing(raw), \
             (sharding.context(tracker) if sharding is not None else nullcontext()):
         model = build.create_model(raw, spec, "cpu", trace=True)
         if spec.method is Method.QLORA:

@@ -76,7 +76,7 @@ def test_trainer_newest_reproduces_default_numbers():
 
 def test_legacy_behaviours():
     b = resolve_stack("trainer", LEGACY, detect=False).stack.behaviours
-    assert b["adapter_dtype"].value == "base" and b["loss"].value == "full_logits_contiguous"
+    assert b["adapter_dtype"].value == "base" and b["loss"].value == "full_logits_upcast_contiguous"
     assert b["moe_experts"].value == "per_expert_linear" and b["checkpointing"].value == "reentrant"
     assert b["default_optimizer"].value == "adamw_torch_foreach" and b["sdpa_kv"].value == "repeat_kv"
     assert "peft v0.11.1" in b["adapter_dtype"].source
@@ -84,7 +84,12 @@ def test_legacy_behaviours():
 
 @pytest.mark.parametrize(("versions", "loss"), [
     (None, LossKind.FUSED_HEAD), ({"trl": "1.10.0"}, LossKind.CHUNKED_256),
-    ({"trl": "0.11.4", "transformers": "4.44.2"}, LossKind.FULL_LOGITS_CONTIGUOUS),
+    # TRL < 0.15 has no compute_loss: transformers' own loss (4.44: the model upcasts, then the shifted copy).
+    ({"trl": "0.11.4", "transformers": "4.44.2"}, LossKind.FULL_LOGITS_UPCAST_CONTIGUOUS),
+    ({"trl": "0.11.4", "transformers": "4.47.1"}, LossKind.FULL_LOGITS_CONTIGUOUS),
+    ({"trl": "0.11.4", "transformers": "4.51.3"}, LossKind.FULL_LOGITS_FP32),
+    # TRL 0.15-1.7 keeps a shifted .contiguous() copy for its token-accuracy metric.
+    ({"trl": "0.16.0", "transformers": "4.51.3"}, LossKind.FULL_LOGITS_CONTIGUOUS),
 ])
 def test_trl_loss_by_version(versions, loss):
     assert resolve_stack("trl", versions, detect=False).stack.loss is loss
@@ -92,11 +97,12 @@ def test_trl_loss_by_version(versions, loss):
 
 def test_trl_current_llama3_8b():
     """Issue 8's analytical figures for Llama-3-8B r=16 all-linear, micro-batch 1, seq 2048 under current TRL:
-    QLoRA about 7.0 GiB (bf16 adapters, no kbit-prepare, fused head), LoRA about 16.8."""
+    QLoRA about 7.0 GiB (bf16 adapters, no kbit-prepare, fused head), LoRA about 16.8. (The TRL trace puts QLoRA
+    at 6.70 GiB, the estimate at 6.88: tests/test_trace_trl.py.)"""
     stack = resolve_stack("trl", detect=False).stack
     qlora = estimate("llama-3-8b", TrainSpec(method=Method.QLORA, kbit_prepare=False), stack=stack)
     lora = estimate("llama-3-8b", TrainSpec(method=Method.LORA), stack=stack)
-    assert qlora.peak_gib.allocated == pytest.approx(7.0, abs=0.1)
+    assert qlora.peak_gib.allocated == pytest.approx(7.0, abs=0.15)
     assert lora.peak_gib.allocated == pytest.approx(16.8, abs=0.1)
     assert qlora.memory_gib.adapters == pytest.approx(lora.memory_gib.adapters / 2)
 

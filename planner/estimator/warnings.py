@@ -26,7 +26,7 @@ def estimate_warnings(ctx: Context, paged_bytes: float, gpu: GpuProfile | None =
         out.append(
             "transformers 4.x keeps MoE experts as per-expert nn.Linear: their weights are modelled"
             + (" 4-bit" if ctx.experts_quantized else "")
-            + ", their adapters and activations in transformers 5's fused layout (untraced)"
+            + ", with a plain LoRA on each expert's w1/w3/w2 (traced on transformers 4.44.2 + PEFT 0.12.0)"
         )
     if ctx.qlora and not arch.bnb_quantizable and not ctx.quantized_linears:
         out.append(

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from planner.memory.context import FP32_BYTES, INDEX_BYTES, MASK_BYTES, Context
 from planner.model.architecture import Block, Linear, MlpActivation
 from planner.specs import Attn
+from planner.stack.stack import MoeExperts
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,9 @@ def _attention_block_saved(ctx: Context) -> float:
         # saves the fp32 scaled q, k, v and softmax probabilities (b, heads, s, s); no logsumexp.
         per_token += FP32_BYTES * (q_dim + 2 * kv_dim) + heads * s * FP32_BYTES
     else:
-        per_token += qkv_b * (q_dim + 2 * kv_dim)  # q, k, v [SDPA]
+        # transformers < 4.54 (sdpa_kv = repeat_kv) repeats k/v to every head before SDPA, which saves the copies.
+        kv_saved = q_dim if ctx.sdpa_repeats_kv else kv_dim
+        per_token += qkv_b * (q_dim + 2 * kv_saved)  # q, k, v [SDPA]
         per_token += c * q_dim + heads * FP32_BYTES  # out + logsumexp [SDPA]
     return per_token + _linears_saved(ctx, [out_proj], c)
 
@@ -200,14 +203,20 @@ def _moe_saved_per_token(ctx: Context, in_bytes: float) -> float:
 
     Router: F.linear -> softmax(float) saves the fp32 probs; topk indices. Experts loop: for each routed
     (token, expert) pair, gate_up output (2i, kept whole because both chunks are saved), the activation
-    output (i), and the down output (h) saved by the routing-weight multiply; indices.
+    output (i), the down output (h) saved by the routing-weight multiply, the weighted output (h) saved by
+    ``index_add_``; indices. Traced (transformers 5.24 and, per-expert layout, 4.44.2).
     """
     config = ctx.config
     k, e = float(config.num_experts_per_tok), float(config.num_local_experts)
     i, h = float(config.intermediate_size), float(config.hidden_size)
     c = _moe_compute_bytes(ctx)
     router = e * (FP32_BYTES + c) + k * (INDEX_BYTES + FP32_BYTES)
-    experts = k * (c * (2 * i + i + h) + 3 * INDEX_BYTES)
+    # 4-bit per-expert linears (transformers 4.x) return their input's dtype [BNB-4bit] (fp32 after kbit-prepare's
+    # fp32 norms), so the expert intermediates and outputs are in that dtype, not the compute dtype.
+    out_b = in_bytes if ctx.experts_quantized else c
+    # index_add_(0, token_idx, weighted) saves its source too (torch tools/autograd/derivatives.yaml index_add:
+    # ``source.dim() > 0 ? grad.index_select(dim, index).expand_as(source) : ...``): one more h per pair.
+    experts = k * (out_b * (2 * i + i + h + h) + 3 * INDEX_BYTES)
     return router + experts
 
 
@@ -225,11 +234,21 @@ def _moe_adapted(ctx: Context) -> tuple[float, float]:
     c = _moe_compute_bytes(ctx)
     # Quantized per-expert linears (transformers 4.x) are dequantized to the compute dtype: no autocast copy.
     cast = d.autocast and d.other_param != d.compute and not ctx.experts_quantized
+    per_expert = ctx.stack.moe_experts is MoeExperts.PER_EXPERT_LINEAR
     per_layer = per_token = 0.0
     for p in ctx.arch.param_targets:
         if p.experts == 1:
             continue
         numel = e * p.in_features * p.out_features
+        if per_expert:
+            # transformers 4.x: a plain PEFT LoRA Linear on each expert's w1/w3/w2 saves what a dense LoRA
+            # module saves, for each of the k (token, expert) pairs of a token; nothing is merged. A frozen
+            # 16-bit-cast expert weight (fp32 base under autocast) is saved by its matmul, as above.
+            if ctx.adapted(p):
+                per_token += k * sum(_lora_saved_per_token(ctx, one) for one in p.per_expert_linears())
+            if cast:
+                per_layer += numel * c
+            continue
         if ctx.adapted(p):
             per_layer += numel * d.other_param + (numel * c if cast else 0.0)
             per_token += k * p.in_features * c
@@ -275,7 +294,7 @@ def _layer_backward_transient(ctx: Context) -> float:
         ffn *= config.num_experts_per_tok
     act_b = _linear_out_bytes(ctx, _norm_saved(ctx)[1])
     mlp_bwd = 3 * ffn * act_b
-    attn_bwd = d.compute * (q_dim + 2 * kv_dim) + FP32_BYTES * q_dim
+    attn_bwd = d.compute * (q_dim + 2 * (q_dim if ctx.sdpa_repeats_kv else kv_dim)) + FP32_BYTES * q_dim
     return ctx.tokens * (2 * h * d.stream + max(mlp_bwd, attn_bwd))
 
 

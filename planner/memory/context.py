@@ -14,7 +14,7 @@ from planner.catalog import runtime_constants
 from planner.model.architecture import Architecture, Linear, architecture
 from planner.model.params import adapter_params, total_params
 from planner.model.targets import lora_dropout, resolve_targets
-from planner.specs import DType, Method, ModelConfig, TrainSpec
+from planner.specs import Attn, DType, Method, ModelConfig, TrainSpec
 from planner.stack.optimizers import OptimizerInfo, optimizer_info
 from planner.stack.stack import AdapterDtype, KbitPrepare, MoeExperts, Stack, default_stack
 
@@ -137,6 +137,14 @@ class Context:
                 and self.stack.value("matmul4bit_saves") == "input_and_packed_weight")
 
     @property
+    def sdpa_repeats_kv(self) -> bool:
+        """SDPA attention whose k/v are first repeated to every query head (``repeat_kv``, transformers < 4.54);
+        GQA models only (MHA repeats nothing)."""
+        return (self.train.attn is not Attn.EAGER and not self.arch.sdpa_math
+                and self.config.num_key_value_heads < self.config.num_attention_heads
+                and self.stack.value("sdpa_kv") == "repeat_kv")
+
+    @property
     def experts_quantized(self) -> bool:
         """QLoRA on a stack whose MoE experts are per-expert ``nn.Linear`` (transformers 4.x), which
         bitsandbytes quantizes like any other linear."""
@@ -175,5 +183,6 @@ def build_context(config: ModelConfig, train: TrainSpec, stack: Stack | None = N
         config=config, train=train, arch=architecture(config), targets=targets,
         target_paths=frozenset(lin.path for lin in targets), dropout=dropout,
         d=dtypes(train, stack), stack=stack, optimizer=optimizer_info(train.optim),
-        total_params=total, trainable_params=total if full else adapter_params(config, train),
+        total_params=total, trainable_params=total if full else adapter_params(
+            config, train, per_expert_linears=stack.moe_experts is MoeExperts.PER_EXPERT_LINEAR),
     )

@@ -4,8 +4,12 @@
   compute-dtype logits for every position; ``logits = logits.float()`` then ``cross_entropy`` =
   log_softmax (saves its fp32 output) + nll_loss. Backward holds the saved log_softmax output, its gradient
   and the input gradient, all fp32.
-- ``full_logits_contiguous`` (transformers < 4.48 ``LlamaForCausalLM.forward`` / 4.46 ``ForCausalLMLoss``;
-  TRL < 1.8): as above plus ``logits[..., :-1, :].contiguous()``, a second fp32 copy alive at the forward peak.
+- ``full_logits_upcast_contiguous`` (transformers < 4.46 ``LlamaForCausalLM.forward``: ``logits =
+  logits.float()`` in the model, then ``logits[..., :-1, :].contiguous()``): the 16-bit logits are freed by the
+  upcast, so fp32 logits, the fp32 shifted copy and the log_softmax output are alive at the forward peak.
+- ``full_logits_contiguous`` (transformers 4.46-4.48 ``loss/loss_utils.py ForCausalLMLoss``; TRL 0.15-1.7's
+  token-accuracy metric): the full path plus ``logits[..., :-1, :].contiguous()``, a second fp32 copy, while
+  the model still holds its 16-bit logits.
 - ``chunked_256`` (TRL 1.8-1.12 ``sft_trainer.py`` ``_chunked_cross_entropy_loss``): 256 tokens at a time,
   ``h.float() @ w.float().t()`` then log_softmax under checkpoint: one chunk's fp32 logits and log-probs, plus
   the fp32 copy of the lm_head weight, alive per chunk; backward recomputes a chunk and holds its gradients.
@@ -73,6 +77,17 @@ def _full_logits_contiguous(ctx: Context) -> LogitsMemory:
                         full.cached_block_bytes)
 
 
+def _full_logits_upcast_contiguous(ctx: Context) -> LogitsMemory:
+    full = _full_logits_fp32(ctx)
+    n = ctx.tokens * ctx.config.vocab_size
+    # The model's own logits.float() rebinds ``logits``: the 16-bit lm_head output dies at once, the fp32
+    # logits, their shifted .contiguous() copy and the log_softmax output are alive (4 + 4 + 4 bytes).
+    forward = n * 3 * FP32_BYTES
+    if ctx.config.final_logit_softcapping:
+        forward += 2 * n * (ctx.d.compute if ctx.d.autocast else ctx.d.other_param)
+    return LogitsMemory(forward, full.backward_bytes, full.saved_weight_bytes, full.cached_block_bytes)
+
+
 def _chunk_tokens(ctx: Context, chunk: float) -> float:
     return min(ctx.tokens, chunk)
 
@@ -121,6 +136,7 @@ def _fused_head(ctx: Context) -> LogitsMemory:
 LOSS_STRATEGIES: dict[LossKind, Callable[[Context], LogitsMemory]] = {
     LossKind.FULL_LOGITS_FP32: _full_logits_fp32,
     LossKind.FULL_LOGITS_CONTIGUOUS: _full_logits_contiguous,
+    LossKind.FULL_LOGITS_UPCAST_CONTIGUOUS: _full_logits_upcast_contiguous,
     LossKind.CHUNKED_256: _chunked_256,
     LossKind.CHUNKED_8: _chunked_8,
     LossKind.CHUNKED_HEAD_128: _chunked_head_128,

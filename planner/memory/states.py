@@ -83,7 +83,10 @@ def qlora_dequant_transient_bytes(ctx: Context) -> float:
     [BNB-4bit]; the largest one is the transient. (LLM.int8 multiplies int8 directly.)"""
     if not ctx.qlora or ctx.train.quant_bits != 4:
         return 0.0
-    return max(lin.weight_params for lin in ctx.arch.linears) * ctx.d.compute
+    largest = max(lin.weight_params for lin in ctx.arch.linears)
+    if ctx.experts_quantized:  # transformers 4.x: each expert's w1/w2/w3 is a 4-bit Linear too
+        largest = max([largest] + [one.weight_params for p in ctx.arch.param_targets for one in p.per_expert_linears()])
+    return largest * ctx.d.compute
 
 
 def lm_head_dequant_transient_bytes(ctx: Context) -> float:

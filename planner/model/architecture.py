@@ -54,6 +54,17 @@ class Linear(Frozen):
     def name(self) -> str:
         return self.path.rsplit(".", 1)[-1]
 
+    def per_expert_linears(self) -> tuple[Linear, ...]:
+        """The ``nn.Linear`` modules of ONE expert that this 3-D expert tensor is in transformers 4.x (v4.44.2
+        modeling_mixtral.py ``MixtralBlockSparseTop2MLP``: ``w1``/``w3`` (h -> i) for the fused gate_up tensor,
+        ``w2`` (i -> h) for down); PEFT adapts each as a plain LoRA ``Linear``. ``()`` for a non-expert target."""
+        if self.experts == 1:
+            return ()
+        base = self.path.rsplit(".", 1)[0]
+        out = self.out_features // len(self.aliases)
+        return tuple(Linear(path=f"{base}.{a}", in_features=self.in_features, out_features=out, bias=self.bias,
+                            block=self.block) for a in self.aliases)
+
     @property
     def weight_params(self) -> int:
         return self.in_features * self.out_features

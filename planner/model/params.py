@@ -36,9 +36,18 @@ def stacked_rank(linear: Linear, rank: int) -> int:
     return rank * linear.rank_multiplier * linear.experts
 
 
-def adapter_params(config: ModelConfig, train: TrainSpec) -> int:
-    """Trainable adapter parameters of the whole model for LoRA/QLoRA."""
-    per_layer = sum(lora_params(lin, train.rank, train.dora) for lin in resolve_targets(config, train.targets))
+def adapter_params(config: ModelConfig, train: TrainSpec, per_expert_linears: bool = False) -> int:
+    """Trainable adapter parameters of the whole model for LoRA/QLoRA.
+
+    ``per_expert_linears``: MoE experts are ``nn.Linear`` per expert (transformers 4.x), so PEFT puts one plain
+    rank-r LoRA on each expert's ``w1``, ``w3`` and ``w2`` instead of the stacked ``ParamWrapper`` factors.
+    """
+    per_layer = 0
+    for lin in resolve_targets(config, train.targets):
+        if per_expert_linears and lin.experts > 1:
+            per_layer += lin.experts * sum(lora_params(one, train.rank, train.dora) for one in lin.per_expert_linears())
+        else:
+            per_layer += lora_params(lin, train.rank, train.dora)
     return config.num_hidden_layers * per_layer
 
 

@@ -69,18 +69,29 @@ def newest_versions() -> dict[str, str]:
     return dict(_frameworks()["newest"])
 
 
-def _pick(name: str, variants: list[dict[str, Any]], versions: dict[str, str], warnings: list[str]) -> Behaviour:
-    """The first variant whose ``when`` ranges hold; outside every range, the nearest one (with a warning)."""
+def _pick(name: str, variants: list[dict[str, Any]], versions: dict[str, str], warnings: list[str]) -> Behaviour | None:
+    """The first variant whose ``when`` ranges hold; outside every range, the nearest one (with a warning).
+    None where that variant's value is null (a framework override that defers to the library)."""
     for v in variants:
         if all(satisfies(versions[lib], spec) for lib, spec in v["when"].items()):
+            if v["value"] is None:
+                return None
             return Behaviour(value=v["value"], holds_for=_spec_text(v["when"]), source=v["source"])
     # Variants are listed newest first: a version above the newest modelled takes the first, else the last.
     libs = sorted({lib for v in variants for lib in v["when"]})
     newer = any(_cmp(release(versions[lib]), release(newest_versions()[lib])) > 0 for lib in libs)
     v = variants[0] if newer else variants[-1]
     warnings.append(f"{name}: {', '.join(f'{lib} {versions[lib]}' for lib in libs)} is outside every modelled range; "
-                    f"assuming the nearest ({_spec_text(v['when'])}: {v['value']})")
+                    f"assuming the nearest ({_spec_text(v['when'])}: {v['value'] or 'the library behaviour'})")
+    if v["value"] is None:
+        return None
     return Behaviour(value=v["value"], holds_for=_spec_text(v["when"]), source=v["source"])
+
+
+def _traced(framework: str, versions: dict[str, str]) -> bool:
+    """Whether the trace suite runs ``framework`` at ``versions`` (frameworks.json ``traced_stacks``)."""
+    return any(entry["framework"] == framework and all(satisfies(versions[lib], spec) for lib, spec in entry["when"].items())
+               for entry in _frameworks()["traced_stacks"]["value"])
 
 
 def _spec_text(when: dict[str, str]) -> str:
@@ -137,7 +148,9 @@ def resolve_stack(framework: str = DEFAULT_FRAMEWORK, versions: dict[str, str] |
     warnings = _range_warnings(named)
     behaviours = {name: _pick(name, variants, merged, warnings) for name, variants in _behaviours().items()}
     for name, variants in fw["overrides"].items():
-        behaviours[name] = _pick(f"{framework} {name}", variants, merged, warnings)
+        picked = _pick(f"{framework} {name}", variants, merged, warnings)
+        if picked is not None:  # a null override: the framework leaves that behaviour to the library
+            behaviours[name] = picked
     choice = "liger" if liger else (loss.value if loss not in (None, LossChoice.FULL) else None)
     # The framework's own (first) loss choice is its loss override when it has one (unsloth's fused CE,
     # litgpt's 128-token chunked head, torchtune's 8 chunks): keep that, not the generic choice.
@@ -155,6 +168,5 @@ def resolve_stack(framework: str = DEFAULT_FRAMEWORK, versions: dict[str, str] |
     name = framework + ("+liger" if liger else "") + (f"+loss={loss.value}" if loss else "") + ":" + ",".join(
         f"{k}={v}" for k, v in stack_versions.items())
     stack = Stack(name=name, framework=framework, description=fw["description"], versions=stack_versions,
-                  behaviours=behaviours, date=_frameworks()["date"], traced=fw["traced"] and framework in ("trainer", "trl")
-                  and release(merged["transformers"]) >= (5,))
+                  behaviours=behaviours, date=_frameworks()["date"], traced=fw["traced"] and _traced(framework, merged))
     return Resolution(register_stack(stack), bool(found), tuple(warnings))

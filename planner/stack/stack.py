@@ -35,9 +35,12 @@ class LossKind(str, Enum):
     """How the lm_head output and the loss are computed (:mod:`planner.memory.loss`)."""
 
     FULL_LOGITS_FP32 = "full_logits_fp32"
-    """Full logits, ``.float()``, cross-entropy (transformers >= 4.48)."""
+    """Full logits, ``.float()``, cross-entropy (transformers >= 4.49)."""
     FULL_LOGITS_CONTIGUOUS = "full_logits_contiguous"
-    """Full fp32 logits plus the shifted ``.contiguous()`` copy (transformers < 4.48, TRL < 1.8)."""
+    """Full logits, their fp32 copy and its shifted ``.contiguous()`` copy (transformers 4.46-4.48, TRL 0.15-1.7)."""
+    FULL_LOGITS_UPCAST_CONTIGUOUS = "full_logits_upcast_contiguous"
+    """The model upcasts its logits (16-bit copy freed), then the shifted fp32 ``.contiguous()`` copy
+    (transformers < 4.46)."""
     CHUNKED_256 = "chunked_256"
     """256-token chunks of lm_head + loss under checkpoint (TRL 1.8-1.12)."""
     CHUNKED_8 = "chunked_8"

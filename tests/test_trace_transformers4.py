@@ -1,0 +1,75 @@
+"""Issue 8: the second traced stack, transformers 4.44.2 + PEFT 0.12.0 + TRL 0.11.4 (+ accelerate 0.34.2).
+
+Those releases are installed as an overlay of the main environment (``constraints-transformers4.txt``,
+:mod:`tests.stacks.overlay`; pip reaches the package index once, then the folder is reused) and the CPU
+trace runs their real model, PEFT and loss code in a subprocess. The estimate is the one for that stack
+(``--framework trainer --versions transformers=4.44.2,peft=0.12.0,accelerate=0.34.2,bitsandbytes=0.44.1``).
+TRL 0.11's ``SFTTrainer`` has no ``compute_loss`` of its own (checked here), so its loss path is this one.
+bitsandbytes 0.44.1 is emulated (NF4 storage, ``MatMul4Bit`` saving only the packed weight), as on the
+main stack.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import needs_torch_stack
+from tests.stacks import overlay
+
+pytestmark = [needs_torch_stack, pytest.mark.trace]
+
+STACK = "transformers4"
+TOLERANCE = 0.03
+"""The issue's bound for every traced stack."""
+MODELLED_VERSIONS = {"transformers": "4.44.2", "peft": "0.12.0", "accelerate": "0.34.2", "bitsandbytes": "0.44.1",
+                     "torch": "2.13.0"}
+CASES = [
+    ("llama-3-8b", {"method": "lora", "seq_len": 2048, "grad_ckpt": True}),
+    ("llama-3-8b", {"method": "lora", "seq_len": 512, "grad_ckpt": False}),
+    ("llama-3-8b", {"method": "qlora", "seq_len": 2048, "grad_ckpt": True}),
+    ("llama-3-8b", {"method": "qlora", "seq_len": 512, "grad_ckpt": False}),
+    ("llama-3-8b", {"method": "full", "seq_len": 1024, "grad_ckpt": True}),
+    # Per-expert nn.Linear experts: LoRA on every expert's w1/w3/w2, QLoRA with them 4-bit (routing balanced,
+    # probes.trace._balanced_routing), full fine-tuning. 8 of Mixtral-8x7B's 32 layers (same shapes) keep the
+    # CI time down; the whole model traces within 1% too (LoRA -0.3%, QLoRA -0.7%, full -0.1% at 512 tokens).
+    ("mixtral-8x7b", {"method": "lora", "seq_len": 512, "grad_ckpt": True}),
+    ("mixtral-8x7b", {"method": "qlora", "seq_len": 512, "grad_ckpt": True}),
+    ("mixtral-8x7b", {"method": "qlora", "seq_len": 512, "grad_ckpt": False}),
+    ("mixtral-8x7b", {"method": "full", "seq_len": 512, "grad_ckpt": True}),
+]
+LAYERS = {"mixtral-8x7b": 8}
+
+
+def _case_id(case: tuple[str, dict]) -> str:
+    model, spec = case
+    return f"{model}-{spec['method']}-{spec['seq_len']}-{'ckpt' if spec['grad_ckpt'] else 'nockpt'}"
+
+
+@pytest.fixture(scope="module")
+def traced() -> dict:
+    payload = {"framework": "trainer", "versions": MODELLED_VERSIONS,
+               "cases": [{"model": m, "spec": {"micro_batch": 1, "rank": 16, **s}, "layers": LAYERS.get(m)}
+                         for m, s in CASES]}
+    return overlay.run_json(STACK, "tests.stacks.trace_cases", payload)
+
+
+def test_overlay_runs_the_pinned_releases(traced: dict) -> None:
+    pins = overlay.pins(STACK)
+    for lib in ("transformers", "peft", "trl", "accelerate", "tokenizers"):
+        assert traced["installed"][lib] == pins[lib], (lib, traced["installed"][lib])
+    assert traced["installed"]["torch"].split("+")[0] == MODELLED_VERSIONS["torch"]
+
+
+def test_trl_0_11_sfttrainer_uses_the_trainer_loss(traced: dict) -> None:
+    # The premise of frameworks.json's null trl<0.15 loss override (transformers' own loss holds).
+    assert traced["trl_compute_loss_is_trainers"] is True
+
+
+@pytest.mark.parametrize("index", range(len(CASES)), ids=[_case_id(c) for c in CASES])
+def test_estimate_matches_transformers4_trace(traced: dict, index: int) -> None:
+    row = traced["results"][index]
+    assert row["estimate_params"] == row["traced_params"], "total/trainable parameters differ from PEFT's"
+    print(f"{_case_id(CASES[index])}: estimate {row['estimate_gib']:.3f} GiB, trace {row['traced_gib']:.3f} GiB")
+    err = (row["estimate_gib"] - row["traced_gib"]) / row["traced_gib"]
+    assert abs(err) <= TOLERANCE, (f"{_case_id(CASES[index])}: estimate {row['estimate_gib']:.3f} vs trace "
+                                   f"{row['traced_gib']:.3f} GiB ({err:+.1%}, peak in {row['peak_phase']})")
