@@ -49,8 +49,19 @@ def embedding_weights(model: nn.Module) -> list[nn.Parameter]:
     return [m.weight for m in model.modules() if isinstance(m, nn.Embedding)]
 
 
+def adamw_is_foreach() -> bool:
+    """Whether the installed transformers' default AdamW is ``adamw_torch`` (foreach on CUDA: transformers
+    < 4.55) rather than ``adamw_torch_fused`` (the stack's ``default_optimizer`` behaviour, profiles/stacks/)."""
+    from planner.stack.resolve import resolve_stack
+
+    return resolve_stack("trainer", detect=True).stack.value("default_optimizer") == "adamw_torch_foreach"
+
+
 def _torch_adamw(model: nn.Module, info: OptimizerInfo, emulate_bnb: EmulateBnb | None) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(trainable(model), lr=LR, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=0.0, fused=True)
+    # transformers < 4.55: TrainingArguments.optim 'adamw_torch' -> torch.optim.AdamW(foreach=None), which picks
+    # the foreach implementation for CUDA tensors; run it explicitly (the fake tensors are on the CPU).
+    impl = {"foreach": True} if adamw_is_foreach() else {"fused": True}
+    return torch.optim.AdamW(trainable(model), lr=LR, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=0.0, **impl)
 
 
 def _torch_sgd(model: nn.Module, info: OptimizerInfo, emulate_bnb: EmulateBnb | None) -> torch.optim.Optimizer:

@@ -169,3 +169,31 @@ def test_sweep_models_the_stack():
     assert json.dumps(trl) != json.dumps(trainer)
     table = run("sweep", "llama-3-8b", "--seq-len", "1024,2048", "--framework", "trl")
     assert table.exit_code == 0 and table.output.startswith("stack: trl ")
+
+
+def test_transformers4_moe_adapters_are_per_expert_loras():
+    """PEFT 0.12 on transformers 4.44 Mixtral: a plain rank-r LoRA on each expert's w1/w3/w2 (the count the
+    4.44 trace's PEFT model has: tests/test_trace_transformers4.py), not the stacked ParamWrapper factors."""
+    from planner.catalog import normalize_config, raw_config
+    from planner.memory.context import build_context
+    from planner.memory.optimizer import trainable_tensors
+
+    config = normalize_config(raw_config("mixtral-8x7b"))
+    v4 = resolve_stack("trainer", {"transformers": "4.44.2", "peft": "0.12.0"}, detect=False).stack
+    ctx = build_context(config, TrainSpec(method=Method.LORA, rank=16), v4)
+    assert ctx.trainable_params == 242_225_152
+    assert sum(t.numel * t.count for t in trainable_tensors(ctx)) == ctx.trainable_params
+    assert estimate("mixtral-8x7b", TrainSpec(method=Method.LORA), stack=v4).params.trainable == 242_225_152
+
+
+def test_foreach_adamw_transient_only_before_transformers_4_55():
+    from planner.catalog import normalize_config, raw_config
+    from planner.memory.context import build_context
+    from planner.memory.optimizer import optimizer_memory
+
+    config = normalize_config(raw_config("llama-3-8b"))
+    train = TrainSpec(method=Method.FULL)
+    old = build_context(config, train, resolve_stack("trainer", {"transformers": "4.44.2"}, detect=False).stack)
+    new = build_context(config, train, resolve_stack("trainer", detect=False).stack)
+    assert optimizer_memory(old).step_transient_bytes == old.trainable_params * 2.0  # one bf16 exp_avg_sq copy
+    assert optimizer_memory(new).step_transient_bytes == 0.0

@@ -6,7 +6,7 @@ trace runs their real model, PEFT and loss code in a subprocess. The estimate is
 (``--framework trainer --versions transformers=4.44.2,peft=0.12.0,accelerate=0.34.2,bitsandbytes=0.44.1``).
 TRL 0.11's ``SFTTrainer`` has no ``compute_loss`` of its own (checked here), so its loss path is this one.
 bitsandbytes 0.44.1 is emulated (NF4 storage, ``MatMul4Bit`` saving only the packed weight), as on the
-main stack.
+main stack. The trace's AdamW is foreach, transformers 4.44's ``adamw_torch`` default (:func:`probes.optim.adamw_is_foreach`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ CASES = [
     ("llama-3-8b", {"method": "lora", "seq_len": 512, "grad_ckpt": False}),
     ("llama-3-8b", {"method": "qlora", "seq_len": 2048, "grad_ckpt": True}),
     ("llama-3-8b", {"method": "qlora", "seq_len": 512, "grad_ckpt": False}),
-    ("llama-3-8b", {"method": "full", "seq_len": 1024, "grad_ckpt": True}),
+    ("llama-3-8b", {"method": "full", "seq_len": 1024, "grad_ckpt": True}),  # peak in step(): _foreach_sqrt
     # Per-expert nn.Linear experts: LoRA on every expert's w1/w3/w2, QLoRA with them 4-bit (routing balanced,
     # probes.trace._balanced_routing), full fine-tuning. 8 of Mixtral-8x7B's 32 layers (same shapes) keep the
     # CI time down; the whole model traces within 1% too (LoRA -0.3%, QLoRA -0.7%, full -0.1% at 512 tokens).

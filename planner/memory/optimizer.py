@@ -14,7 +14,8 @@ from planner.catalog import runtime_constants
 from planner.memory.context import FP32_BYTES, Context
 from planner.memory.states import trainable_params
 from planner.model.params import stacked_rank
-from planner.stack.optimizers import Family, StateDtype, StepTransient
+from planner.stack.optimizers import Family, Library, StateDtype, StepTransient
+from planner.stack.stack import MoeExperts
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,16 @@ def trainable_tensors(ctx: Context) -> list[TrainableTensor]:
     if ctx.full:
         return _full_tensors(ctx)
     tensors = []
+    per_expert = ctx.stack.moe_experts is MoeExperts.PER_EXPERT_LINEAR
     for lin in ctx.targets:
+        if per_expert and lin.experts > 1:  # transformers 4.x: one plain LoRA per expert's w1/w3/w2
+            for one in lin.per_expert_linears():
+                n = ctx.layers * lin.experts
+                r = ctx.train.rank
+                tensors += [TrainableTensor((r, one.in_features), n), TrainableTensor((one.out_features, r), n)]
+                if ctx.train.dora:
+                    tensors += [TrainableTensor((one.out_features,), n)]
+            continue
         r = stacked_rank(lin, ctx.train.rank)
         tensors += [TrainableTensor((r, lin.in_features), ctx.layers), TrainableTensor((lin.out_features, r), ctx.layers)]
         if ctx.train.dora:
@@ -84,7 +94,13 @@ def optimizer_memory(ctx: Context) -> OptimizerMemory:
         return _adafactor(ctx)
     if info.state_dtype is StateDtype.PARAM:
         # torch.optim.AdamW: exp_avg and exp_avg_sq = zeros_like(param); the fused step updates in place.
-        return OptimizerMemory(info.state_tensors * trainable_params(ctx) * ctx.d.trainable, 0.0, 0.0)
+        state = info.state_tensors * trainable_params(ctx) * ctx.d.trainable
+        transient = 0.0
+        if info.library is Library.TORCH and ctx.stack.value("default_optimizer") == "adamw_torch_foreach":
+            # transformers < 4.55 defaults to 'adamw_torch' (foreach on CUDA): torch/optim/adam.py
+            # _multi_tensor_adam runs exp_avg_sq_sqrt = torch._foreach_sqrt(exp_avg_sqs), one state-sized copy.
+            transient = trainable_params(ctx) * ctx.d.trainable
+        return OptimizerMemory(state, 0.0, transient)
     return _bitsandbytes(ctx)
 
 
