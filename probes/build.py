@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+from packaging.version import Version
 from torch import nn
 
 from planner.catalog import normalize_config
@@ -124,20 +125,21 @@ def create_model(raw: dict[str, Any], spec: TrainSpec, device: torch.device | st
         return AutoModelForCausalLM.from_config(config, **kwargs)
 
 
-def transformers_major() -> int:
-    """The installed transformers' major version (the trace runs on 4.x and 5.x)."""
+def _transformers_version() -> Version:
     import transformers
 
-    return int(transformers.__version__.split(".")[0])
+    return Version(transformers.__version__)
+
+
+def transformers_major() -> int:
+    """The installed transformers' major version (the trace runs on 4.x and 5.x)."""
+    return _transformers_version().major
 
 
 def dtype_kwarg() -> str:
     """``from_pretrained``/``from_config``'s dtype keyword: ``torch_dtype`` before transformers 4.56, ``dtype``
     after (profiles/stacks/snippets.json has the same boundary for the recommend snippets)."""
-    import transformers
-    from packaging.version import Version
-
-    return "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+    return "dtype" if _transformers_version() >= Version("4.56") else "torch_dtype"
 
 
 def lora_config(raw: dict[str, Any], spec: TrainSpec) -> Any:

@@ -59,9 +59,9 @@ def test_every_row_has_its_source_and_runs() -> None:
 def test_hf_stack_rows_median_error() -> None:
     errors = [abs(row[6]) for row in table() if row[0] in HF_STACK]
     assert len(errors) == 5
-    # Today 16.0% (goal 10%; 14.3% before the QLoRA layer-backward dequantized weight was traced to overlap the
-    # down projection's freed saved tensors, -0.33 GiB on the 70B QLoRA rows): the screenshots read nvidia-smi, which includes allocator caching we under-model at 70B scale on
-    # 8 GPUs (see the report of issue 9).
+    # Today 16.0% (goal 10%; 14.3% before the QLoRA layer-backward dequantized weight was traced to overlap
+    # the down projection's freed saved tensors, -0.33 GiB on the 70B QLoRA rows): the screenshots read
+    # nvidia-smi, which includes allocator caching we under-model at 70B scale on 8 GPUs (issue 9's report).
     assert statistics.median(errors) <= 0.165
 
 

@@ -16,7 +16,6 @@ from planner.estimator.warnings import estimate_warnings
 from planner.memory.context import build_context
 from planner.memory.ledger import DEVICE_POOLS, RESERVED_POOLS
 from planner.memory.step import step_ledger
-
 from planner.parallel.spec import ParallelSpec
 from planner.results import Estimate, GpuRef, MemoryGiB, ParallelRef, ParamCounts, PeakGiB
 from planner.specs import GIB, GpuProfile, Method, ModelProfile, TrainSpec
@@ -102,7 +101,8 @@ def estimate(
         fits = spare >= 0
     paged = ledger.size_of("paged optimizer state")
     est = Estimate(
-        model=profile.name, method=train.method, train=train, params=ParamCounts(total=ctx.total_params, trainable=ctx.trainable_params),
+        model=profile.name, method=train.method, train=train,
+        params=ParamCounts(total=ctx.total_params, trainable=ctx.trainable_params),
         memory_gib=MemoryGiB(**{c: b / GIB for c, b in ledger.components().items()}),
         peak_gib=peak, peak_phase=phase.group, host_spillable_gib=paged / GIB, gpu=gpu_ref, fits=fits,
         headroom_gib=spare, advice=None,

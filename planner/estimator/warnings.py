@@ -22,7 +22,7 @@ def estimate_warnings(ctx: Context, paged_bytes: float, gpu: GpuProfile | None =
             "attention layers are 4-bit, the experts stay floating point"
             + (" (fp32 after prepare_model_for_kbit_training)" if train.kbit_prepare else "")
         )
-    if arch.expert_params and ctx.stack.moe_experts is MoeExperts.PER_EXPERT_LINEAR:
+    if arch.expert_params and ctx.stack.per_expert_linears:
         out.append(
             "transformers 4.x keeps MoE experts as per-expert nn.Linear: their weights are modelled"
             + (" 4-bit" if ctx.experts_quantized else "")

@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from planner.memory.context import FP32_BYTES, INDEX_BYTES, MASK_BYTES, Context
 from planner.model.architecture import Block, Linear, MlpActivation
 from planner.specs import Attn
-from planner.stack.stack import MoeExperts
 
 
 @dataclass(frozen=True)
@@ -234,13 +233,12 @@ def _moe_adapted(ctx: Context) -> tuple[float, float]:
     c = _moe_compute_bytes(ctx)
     # Quantized per-expert linears (transformers 4.x) are dequantized to the compute dtype: no autocast copy.
     cast = d.autocast and d.other_param != d.compute and not ctx.experts_quantized
-    per_expert = ctx.stack.moe_experts is MoeExperts.PER_EXPERT_LINEAR
     per_layer = per_token = 0.0
     for p in ctx.arch.param_targets:
         if p.experts == 1:
             continue
         numel = e * p.in_features * p.out_features
-        if per_expert:
+        if ctx.stack.per_expert_linears:
             # transformers 4.x: a plain PEFT LoRA Linear on each expert's w1/w3/w2 saves what a dense LoRA
             # module saves, for each of the k (token, expert) pairs of a token; nothing is merged. A frozen
             # 16-bit-cast expert weight (fp32 base under autocast) is saved by its matmul, as above.

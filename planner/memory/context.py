@@ -16,7 +16,7 @@ from planner.model.params import adapter_params, total_params
 from planner.model.targets import lora_dropout, resolve_targets
 from planner.specs import Attn, DType, Method, ModelConfig, TrainSpec
 from planner.stack.optimizers import OptimizerInfo, optimizer_info
-from planner.stack.stack import AdapterDtype, KbitPrepare, MoeExperts, Stack, default_stack
+from planner.stack.stack import AdapterDtype, KbitPrepare, Stack, default_stack
 
 FP32_BYTES = 4.0
 INDEX_BYTES = 8.0
@@ -148,7 +148,7 @@ class Context:
     def experts_quantized(self) -> bool:
         """QLoRA on a stack whose MoE experts are per-expert ``nn.Linear`` (transformers 4.x), which
         bitsandbytes quantizes like any other linear."""
-        return self.qlora and bool(self.arch.expert_params) and self.stack.moe_experts is MoeExperts.PER_EXPERT_LINEAR
+        return self.qlora and bool(self.arch.expert_params) and self.stack.per_expert_linears
 
     @property
     def layers(self) -> int:
@@ -184,5 +184,5 @@ def build_context(config: ModelConfig, train: TrainSpec, stack: Stack | None = N
         target_paths=frozenset(lin.path for lin in targets), dropout=dropout,
         d=dtypes(train, stack), stack=stack, optimizer=optimizer_info(train.optim),
         total_params=total, trainable_params=total if full else adapter_params(
-            config, train, per_expert_linears=stack.moe_experts is MoeExperts.PER_EXPERT_LINEAR),
+            config, train, per_expert_linears=stack.per_expert_linears),
     )

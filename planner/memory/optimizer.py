@@ -15,7 +15,6 @@ from planner.memory.context import FP32_BYTES, Context
 from planner.memory.states import trainable_params
 from planner.model.params import stacked_rank
 from planner.stack.optimizers import Family, Library, StateDtype, StepTransient
-from planner.stack.stack import MoeExperts
 
 
 @dataclass(frozen=True)
@@ -58,9 +57,8 @@ def trainable_tensors(ctx: Context) -> list[TrainableTensor]:
     if ctx.full:
         return _full_tensors(ctx)
     tensors = []
-    per_expert = ctx.stack.moe_experts is MoeExperts.PER_EXPERT_LINEAR
     for lin in ctx.targets:
-        if per_expert and lin.experts > 1:  # transformers 4.x: one plain LoRA per expert's w1/w3/w2
+        if ctx.stack.per_expert_linears and lin.experts > 1:  # transformers 4.x: one plain LoRA per expert's w1/w3/w2
             for one in lin.per_expert_linears():
                 n = ctx.layers * lin.experts
                 r = ctx.train.rank

@@ -74,23 +74,26 @@ def _pick(name: str, variants: list[dict[str, Any]], versions: dict[str, str], w
     None where that variant's value is null (a framework override that defers to the library)."""
     for v in variants:
         if all(satisfies(versions[lib], spec) for lib, spec in v["when"].items()):
-            if v["value"] is None:
-                return None
-            return Behaviour(value=v["value"], holds_for=_spec_text(v["when"]), source=v["source"])
+            return _behaviour(v)
     # Variants are listed newest first: a version above the newest modelled takes the first, else the last.
     libs = sorted({lib for v in variants for lib in v["when"]})
     newer = any(_cmp(release(versions[lib]), release(newest_versions()[lib])) > 0 for lib in libs)
     v = variants[0] if newer else variants[-1]
     warnings.append(f"{name}: {', '.join(f'{lib} {versions[lib]}' for lib in libs)} is outside every modelled range; "
                     f"assuming the nearest ({_spec_text(v['when'])}: {v['value'] or 'the library behaviour'})")
-    if v["value"] is None:
+    return _behaviour(v)
+
+
+def _behaviour(variant: dict[str, Any]) -> Behaviour | None:
+    if variant["value"] is None:
         return None
-    return Behaviour(value=v["value"], holds_for=_spec_text(v["when"]), source=v["source"])
+    return Behaviour(value=variant["value"], holds_for=_spec_text(variant["when"]), source=variant["source"])
 
 
 def _traced(framework: str, versions: dict[str, str]) -> bool:
     """Whether the trace suite runs ``framework`` at ``versions`` (frameworks.json ``traced_stacks``)."""
-    return any(entry["framework"] == framework and all(satisfies(versions[lib], spec) for lib, spec in entry["when"].items())
+    return any(entry["framework"] == framework
+               and all(satisfies(versions[lib], spec) for lib, spec in entry["when"].items())
                for entry in _frameworks()["traced_stacks"]["value"])
 
 

@@ -98,6 +98,11 @@ class Stack(Frozen):
         return MoeExperts(self.value("moe_experts"))
 
     @property
+    def per_expert_linears(self) -> bool:
+        """MoE experts are one ``nn.Linear`` per expert and projection (transformers 4.x, litgpt)."""
+        return self.moe_experts is MoeExperts.PER_EXPERT_LINEAR
+
+    @property
     def loss(self) -> LossKind:
         return LossKind(self.value("loss"))
 

@@ -12,17 +12,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from importlib import metadata
-
-
-def _installed() -> dict[str, str]:
-    out = {}
-    for lib in ("transformers", "peft", "trl", "accelerate", "tokenizers", "torch"):
-        try:
-            out[lib] = metadata.version(lib)
-        except metadata.PackageNotFoundError:
-            out[lib] = ""
-    return out
 
 
 def _trl_defers_loss() -> bool | None:
@@ -40,6 +29,7 @@ def main() -> None:
     from planner.estimator import estimate
     from planner.specs import GIB, ModelProfile, TrainSpec
     from planner.stack.resolve import resolve_stack
+    from planner.stack.versions import installed_versions
     from probes.trace import run_trace
 
     payload = json.loads(sys.stdin.read())
@@ -58,7 +48,8 @@ def main() -> None:
                         "traced_params": [run.params_total, run.params_trainable],
                         "estimate_params": [est.params.total, est.params.trainable],
                         "peak_phase": run.detail.peak_phase, "seconds": time.perf_counter() - started})
-    print(json.dumps({"installed": _installed(), "trl_compute_loss_is_trainers": _trl_defers_loss(),
+    installed = installed_versions(("transformers", "peft", "trl", "accelerate", "tokenizers", "torch"))
+    print(json.dumps({"installed": installed, "trl_compute_loss_is_trainers": _trl_defers_loss(),
                       "stack": stack.name, "results": results}))
 
 
