@@ -6,7 +6,8 @@ trace runs their real model, PEFT and loss code in a subprocess. The estimate is
 (``--framework trainer --versions transformers=4.44.2,peft=0.12.0,accelerate=0.34.2,bitsandbytes=0.44.1``).
 TRL 0.11's ``SFTTrainer`` has no ``compute_loss`` of its own (checked here), so its loss path is this one.
 bitsandbytes 0.44.1 is emulated (NF4 storage, ``MatMul4Bit`` saving only the packed weight), as on the
-main stack. The trace's AdamW is foreach, transformers 4.44's ``adamw_torch`` default (:func:`probes.optim.adamw_is_foreach`).
+main stack. The trace's AdamW is foreach, transformers 4.44's ``adamw_torch`` default
+(:func:`probes.optim.adamw_is_foreach`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import pytest
 from tests.conftest import needs_torch_stack
 from tests.stacks import overlay
 
-pytestmark = [needs_torch_stack, pytest.mark.trace]
+# One xdist worker for the whole module (``--dist loadgroup``): one overlay install, one trace subprocess.
+pytestmark = [needs_torch_stack, pytest.mark.trace, pytest.mark.xdist_group("overlay-transformers4")]
 
 STACK = "transformers4"
 TOLERANCE = 0.03
