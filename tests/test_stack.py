@@ -197,3 +197,34 @@ def test_foreach_adamw_transient_only_before_transformers_4_55():
     new = build_context(config, train, resolve_stack("trainer", detect=False).stack)
     assert optimizer_memory(old).step_transient_bytes == old.trainable_params * 2.0  # one bf16 exp_avg_sq copy
     assert optimizer_memory(new).step_transient_bytes == 0.0
+
+
+def test_litgpt_dequantizes_from_an_fp16_quant_state():
+    """lightning's BitsandbytesPrecision quantizes from fp16, so under bf16-true each dequantized 4-bit weight
+    has its bf16 cast beside it (4 bytes per weight); transformers quantizes from the loaded dtype (2 bytes)."""
+    from planner.catalog import normalize_config, raw_config
+    from planner.memory.context import build_context
+    from planner.memory.states import lm_head_dequant_transient_bytes, qlora_dequant_transient_bytes
+    from planner.specs import DType
+
+    config = normalize_config(raw_config("llama-3-8b"))
+    litgpt = resolve_stack("litgpt", detect=False).stack
+    trainer = resolve_stack("trainer", detect=False).stack
+    assert litgpt.value("quant_state_dtype") == "fp16" and trainer.value("quant_state_dtype") == "load_dtype"
+    qlora = TrainSpec(method=Method.QLORA)
+    bf16 = build_context(config, qlora, litgpt)
+    assert lm_head_dequant_transient_bytes(bf16) == 128_256 * 4096 * 4.0
+    assert qlora_dequant_transient_bytes(bf16) == 4096 * 14_336 * 4.0
+    fp16 = build_context(config, qlora.model_copy(update={"dtype": DType.FP16}), litgpt)
+    assert lm_head_dequant_transient_bytes(fp16) == 128_256 * 4096 * 2.0  # no cast: already fp16
+    assert qlora_dequant_transient_bytes(build_context(config, qlora, trainer)) == 4096 * 14_336 * 2.0
+
+
+def test_litgpt_repeats_gqa_kv_before_sdpa():
+    from planner.catalog import normalize_config, raw_config
+    from planner.memory.context import build_context
+
+    config = normalize_config(raw_config("llama-3-8b"))
+    train = TrainSpec(method=Method.LORA)
+    assert build_context(config, train, resolve_stack("litgpt", detect=False).stack).sdpa_repeats_kv
+    assert not build_context(config, train, resolve_stack("trainer", detect=False).stack).sdpa_repeats_kv

@@ -19,6 +19,7 @@ from planner.stack.optimizers import OptimizerInfo, optimizer_info
 from planner.stack.stack import AdapterDtype, KbitPrepare, Stack, default_stack
 
 FP32_BYTES = 4.0
+FP16_BYTES = 2.0
 INDEX_BYTES = 8.0
 """int64 token ids / indices."""
 MASK_BYTES = 1.0
@@ -135,6 +136,17 @@ class Context:
         """4-bit QLoRA linears whose ``MatMul4Bit`` keeps its input for backward (bitsandbytes < 0.43.2)."""
         return (self.quantized_linears and self.train.quant_bits == 4
                 and self.stack.value("matmul4bit_saves") == "input_and_packed_weight")
+
+    @property
+    def dequant_bytes_per_param(self) -> float:
+        """Bytes per weight element alive while a 4-bit weight is dequantized for one matmul [BNB-4bit]:
+        ``dequantize_4bit`` returns the quant state's dtype, then ``MatMul4Bit`` casts it ``.to(A.dtype)``.
+        Quantized from the loaded dtype (transformers) that is the compute dtype, one 16-bit tensor; quantized
+        from fp16 (lightning's ``BitsandbytesPrecision``, stack ``quant_state_dtype``) under bf16, the fp16
+        tensor and its bf16 copy are alive together during the cast."""
+        if self.stack.value("quant_state_dtype") == "fp16" and self.train.dtype is not DType.FP16:
+            return FP16_BYTES + self.d.compute
+        return self.d.compute
 
     @property
     def sdpa_repeats_kv(self) -> bool:

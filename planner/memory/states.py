@@ -80,18 +80,20 @@ def autocast_weight_copy_bytes(ctx: Context) -> float:
 
 def qlora_dequant_transient_bytes(ctx: Context) -> float:
     """QLoRA: each 4-bit matmul dequantizes its weight to a temporary 16-bit tensor, forward and backward
-    [BNB-4bit]; the largest one is the transient. (LLM.int8 multiplies int8 directly.)"""
+    [BNB-4bit]; the largest one is the transient (:attr:`Context.dequant_bytes_per_param` bytes per weight).
+    (LLM.int8 multiplies int8 directly.)"""
     if not ctx.qlora or ctx.train.quant_bits != 4:
         return 0.0
     largest = max(lin.weight_params for lin in ctx.arch.linears)
     if ctx.experts_quantized:  # transformers 4.x: each expert's w1/w2/w3 is a 4-bit Linear too
         largest = max([largest] + [one.weight_params for p in ctx.arch.param_targets for one in p.per_expert_linears()])
-    return largest * ctx.d.compute
+    return largest * ctx.dequant_bytes_per_param
 
 
 def lm_head_dequant_transient_bytes(ctx: Context) -> float:
-    """A 4-bit lm_head (litgpt) is dequantized to a 16-bit temporary at each of its matmuls [BNB-4bit]:
-    alive through the loss forward and backward."""
+    """A 4-bit lm_head (litgpt) is dequantized to a 16-bit temporary at each of its matmuls [BNB-4bit] (with
+    its cast copy where the quant state is fp16: :attr:`Context.dequant_bytes_per_param`): alive through the
+    loss forward and backward."""
     if not ctx.lm_head_quantized or ctx.train.quant_bits != 4:
         return 0.0
-    return ctx.arch.lm_head_params * ctx.d.compute
+    return ctx.arch.lm_head_params * ctx.dequant_bytes_per_param
