@@ -40,6 +40,8 @@ PAGED_NOTE = "paged optimizer state (params >= 1e5 elements) lives in CUDA unifi
 TRACED_FRAMEWORKS = ("trainer", "trl")
 TRL_NOTE = ("trl SFTTrainer: its model preparation and compute_loss ran unmodified; the fused head's Triton folds "
             "and fp32 addmm ran as in-place no-ops (the memory of their CUDA path)")
+TRL_LEGACY_NOTE = ("trl SFTTrainer < 0.15: prepare_model_for_kbit_training, get_peft_model and its "
+                   "peft_module_casting_to_bf16 ran unmodified; the loss is Trainer's (no compute_loss override)")
 
 
 class Sharding(Protocol):
@@ -130,8 +132,11 @@ def _balanced_routing(raw: dict[str, Any]) -> Iterator[None]:
 @contextmanager
 def _framework_context(framework: str) -> Iterator[None]:
     if framework == "trl":
-        from probes.trl_step import cuda_fused_head
+        from probes.trl_step import cuda_fused_head, is_legacy_trl
 
+        if is_legacy_trl():  # no fused head before TRL 0.15
+            yield
+            return
         with cuda_fused_head():
             yield
     else:
@@ -268,11 +273,14 @@ def run_trace(raw: dict[str, Any], spec: TrainSpec, *, steps: int = 2, framework
         model = build.prepare(model, raw, spec)
         loss_fn = None
         if framework == "trl":
-            from probes.trl_step import prepare_trl, trl_loss
+            from probes.trl_step import is_legacy_trl, prepare_trl, trl_loss
 
             model = prepare_trl(model, spec)
-            loss_fn = trl_loss
-            notes.append(TRL_NOTE)
+            if is_legacy_trl():  # SFTTrainer < 0.15 has no compute_loss: Trainer's (the model's own loss)
+                notes.append(TRL_LEGACY_NOTE)
+            else:
+                loss_fn = trl_loss
+                notes.append(TRL_NOTE)
         if sharding is not None:
             model = sharding.apply(model)
         total, trainable = _param_counts(model, spec)

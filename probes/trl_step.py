@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from planner.errors import PlannerError
-from planner.specs import Method, TrainSpec
+from planner.specs import DType, Method, TrainSpec
 
 TRL_OUTPUTS = ("log_probs", "entropy", "is_top1")
 """The per-token outputs ``SFTTrainer`` asks the fused head for (loss, entropy and accuracy metrics)."""
@@ -48,9 +48,44 @@ def _require_trl() -> Any:
     return trl
 
 
+LEGACY_BELOW = "0.15"
+"""TRL releases before this have no ``SFTTrainer.compute_loss`` (``Trainer``'s runs) and prepare a 4-bit model
+with ``prepare_model_for_kbit_training`` then ``peft_module_casting_to_bf16``; the trace runs them too."""
+FUSED_FROM = "1.13"
+"""The first TRL release with the fused LM head this module traces."""
+
+
+def is_legacy_trl() -> bool:
+    """Whether the installed TRL is one of the pre-0.15 releases (:data:`LEGACY_BELOW`).
+
+    Raises:
+        PlannerError: a TRL release between those and the fused head (0.15-1.12), whose own loss paths
+            (accuracy metric, 256-token chunks) the trace does not run.
+    """
+    from packaging.version import Version
+
+    version = Version(_require_trl().__version__)
+    if version < Version(LEGACY_BELOW):
+        return True
+    if version < Version(FUSED_FROM):
+        raise PlannerError(f"the TRL trace runs trl < {LEGACY_BELOW} and >= {FUSED_FROM}; trl {version} is not traced")
+    return False
+
+
 def prepare_trl(model: nn.Module, spec: TrainSpec) -> nn.Module:
-    """What ``SFTTrainer.__init__`` does to an already PEFT-wrapped (or full) model (see the module docstring)."""
-    _require_trl()
+    """What ``SFTTrainer.__init__`` does to an already PEFT-wrapped (or full) model (see the module docstring).
+
+    TRL < 0.15 (v0.11.4 ``SFTTrainer.__init__``): :func:`probes.build.prepare` has run
+    ``prepare_model_for_kbit_training`` and ``get_peft_model`` as it does; then, for a 4-bit model under
+    ``args.bf16``, its own ``trl.trainer.utils.peft_module_casting_to_bf16`` (run unmodified): norms fp32,
+    embeddings/lm_head back to bf16 (v0.8: the LoRA layers too).
+    """
+    if is_legacy_trl():
+        if spec.method is Method.QLORA and spec.dtype is DType.BF16:
+            from trl.trainer.utils import peft_module_casting_to_bf16
+
+            peft_module_casting_to_bf16(model)
+        return model
     from trl.trainer.utils import add_fused_lm_head
 
     peft = spec.method in (Method.LORA, Method.QLORA)

@@ -16,7 +16,7 @@ from pathlib import Path
 from planner.estimator import estimate
 from planner.specs import Attn, DType, Method, Optim, TrainSpec
 from planner.stack.resolve import resolve_stack
-from planner.stack.stack import KbitPrepare, Stack
+from planner.stack.stack import Stack
 
 CSV = Path(__file__).resolve().parents[1].parent / "shared" / "validation" / "published.csv"
 SHIPPED = Path(__file__).resolve().parent / "data" / "published_single_gpu.csv"
@@ -178,7 +178,7 @@ def compare(row: Row, stacked: bool = False) -> tuple[float | None, bool | None]
         stack = row_stack(row)
         train = row.train
         if train.method is Method.QLORA:
-            train = train.model_copy(update={"kbit_prepare": stack.kbit_prepare is KbitPrepare.UPCAST_FP32})
+            train = train.model_copy(update={"kbit_prepare": stack.kbit_prepare.calls_prepare})
         est = estimate(row.profile, train, row.gpu, stack=stack)
     else:
         est = estimate(row.profile, row.train, row.gpu)

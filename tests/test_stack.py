@@ -228,3 +228,37 @@ def test_litgpt_repeats_gqa_kv_before_sdpa():
     train = TrainSpec(method=Method.LORA)
     assert build_context(config, train, resolve_stack("litgpt", detect=False).stack).sdpa_repeats_kv
     assert not build_context(config, train, resolve_stack("trainer", detect=False).stack).sdpa_repeats_kv
+
+
+@pytest.mark.parametrize(("trl", "kbit", "stream", "other", "embedding", "adapter"), [
+    ("1.16.0", "cast_trainable_bf16", 2.0, 2.0, 2.0, 2.0),
+    ("0.26.0", "cast_trainable_bf16", 2.0, 2.0, 2.0, 2.0),
+    ("0.25.1", "upcast_norms_fp32", 4.0, 2.0, 2.0, 4.0),
+    ("0.11.4", "upcast_fp32_head_bf16", 4.0, 4.0, 2.0, 4.0),
+    ("0.8.6", "upcast_fp32_head_adapters_bf16", 4.0, 4.0, 2.0, 2.0),
+])
+def test_trl_qlora_casts_by_version(trl, kbit, stream, other, embedding, adapter):
+    """What SFTTrainer does to a 4-bit model's other params, read at each TRL release (frameworks.json)."""
+    from planner.catalog import normalize_config, raw_config
+    from planner.memory.context import build_context
+
+    stack = resolve_stack("trl", {"trl": trl, "transformers": "4.44.2", "peft": "0.12.0"}, detect=False).stack
+    assert stack.value("kbit_prepare") == kbit
+    train = TrainSpec(method=Method.QLORA, kbit_prepare=stack.kbit_prepare.calls_prepare)
+    d = build_context(normalize_config(raw_config("llama-3-8b")), train, stack).d
+    assert (d.stream, d.other_param, d.embedding, d.trainable) == (stream, other, embedding, adapter)
+
+
+def test_trl_head_recast_saves_the_embedding_and_lm_head_upcast():
+    """TRL 0.9-0.24 put the fp32-upcast embeddings and lm_head back in bf16: 2 bytes each less than PEFT's
+    prepare alone (the plain Trainer with --kbit-prepare)."""
+    from planner.catalog import normalize_config, raw_config
+    from planner.memory.context import build_context
+    from planner.memory.states import weight_bytes
+
+    config = normalize_config(raw_config("llama-3-8b"))
+    versions = {"transformers": "4.44.2", "peft": "0.12.0", "trl": "0.11.4"}
+    train = TrainSpec(method=Method.QLORA, kbit_prepare=True)
+    trl = build_context(config, train, resolve_stack("trl", versions, detect=False).stack)
+    trainer = build_context(config, train, resolve_stack("trainer", versions, detect=False).stack)
+    assert weight_bytes(trainer) - weight_bytes(trl) == 2 * 128_256 * 4096 * 2.0

@@ -23,8 +23,8 @@ pytestmark = [needs_torch_stack, pytest.mark.trace, pytest.mark.xdist_group("ove
 STACK = "transformers4"
 TOLERANCE = 0.03
 """The issue's bound for every traced stack."""
-MODELLED_VERSIONS = {"transformers": "4.44.2", "peft": "0.12.0", "accelerate": "0.34.2", "bitsandbytes": "0.44.1",
-                     "torch": "2.13.0"}
+MODELLED_VERSIONS = {"transformers": "4.44.2", "peft": "0.12.0", "trl": "0.11.4", "accelerate": "0.34.2",
+                     "bitsandbytes": "0.44.1", "torch": "2.13.0"}
 CASES = [
     ("llama-3-8b", {"method": "lora", "seq_len": 2048, "grad_ckpt": True}),
     ("llama-3-8b", {"method": "lora", "seq_len": 512, "grad_ckpt": False}),
@@ -38,19 +38,26 @@ CASES = [
     ("mixtral-8x7b", {"method": "qlora", "seq_len": 512, "grad_ckpt": True}),
     ("mixtral-8x7b", {"method": "qlora", "seq_len": 512, "grad_ckpt": False}),
     ("mixtral-8x7b", {"method": "full", "seq_len": 512, "grad_ckpt": True}),
+    # TRL 0.11.4's SFTTrainer on a 4-bit model: prepare_model_for_kbit_training, then its own
+    # peft_module_casting_to_bf16 puts the embeddings and lm_head back in bf16 (stack kbit_prepare
+    # upcast_fp32_head_bf16); the loss is Trainer's.
+    ("llama-3-8b", {"method": "qlora", "seq_len": 2048, "grad_ckpt": True, "framework": "trl"}),
+    ("llama-3-8b", {"method": "qlora", "seq_len": 512, "grad_ckpt": False, "framework": "trl"}),
 ]
 LAYERS = {"mixtral-8x7b": 8}
 
 
 def _case_id(case: tuple[str, dict]) -> str:
     model, spec = case
-    return f"{model}-{spec['method']}-{spec['seq_len']}-{'ckpt' if spec['grad_ckpt'] else 'nockpt'}"
+    trl = "trl-" if spec.get("framework") == "trl" else ""
+    return f"{trl}{model}-{spec['method']}-{spec['seq_len']}-{'ckpt' if spec['grad_ckpt'] else 'nockpt'}"
 
 
 @pytest.fixture(scope="module")
 def traced() -> dict:
     payload = {"framework": "trainer", "versions": MODELLED_VERSIONS,
-               "cases": [{"model": m, "spec": {"micro_batch": 1, "rank": 16, **s}, "layers": LAYERS.get(m)}
+               "cases": [{"model": m, "framework": s.get("framework"), "layers": LAYERS.get(m),
+                          "spec": {"micro_batch": 1, "rank": 16, **{k: v for k, v in s.items() if k != "framework"}}}
                          for m, s in CASES]}
     return overlay.run_json(STACK, "tests.stacks.trace_cases", payload)
 

@@ -16,7 +16,6 @@ import click
 from planner.errors import PlannerError
 from planner.specs import TrainSpec
 from planner.stack.resolve import DEFAULT_FRAMEWORK, LossChoice, Resolution, framework_names, resolve_stack
-from planner.stack.stack import KbitPrepare
 from planner.stack.versions import parse_versions
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -82,7 +81,7 @@ def apply_stack(train: TrainSpec, resolution: Resolution) -> TrainSpec:
     explicit = ctx is not None and ctx.get_parameter_source("kbit_prepare") not in (
         None, click.core.ParameterSource.DEFAULT)
     if not explicit:  # only QLoRA reads it; set for every method so a sweep's QLoRA points inherit it
-        prepare = resolution.stack.kbit_prepare is KbitPrepare.UPCAST_FP32
+        prepare = resolution.stack.kbit_prepare.calls_prepare
         if prepare != train.kbit_prepare:
             train = train.model_copy(update={"kbit_prepare": prepare})
     return train

@@ -42,6 +42,8 @@ class Dtypes:
     """Trainable params and their gradients."""
     autocast: bool
     frozen_base: bool
+    embedding: float
+    """Token embeddings and the lm_head: ``other_param`` except where a trainer recasts them (TRL < 0.26)."""
 
 
 def nf4_bytes_per_param(double_quant: bool) -> float:
@@ -63,8 +65,10 @@ def dtypes(train: TrainSpec, stack: Stack) -> Dtypes:
     """Element sizes for ``train`` on ``stack``.
 
     - QLoRA: ``prepare_model_for_kbit_training`` (``--kbit-prepare``) upcasts every non-quantized
-      param to fp32, so the embeddings feed an fp32 residual stream; without it (current TRL
-      ``SFTTrainer``) they stay in the loaded 16-bit dtype. LLM.int8 weights are 1 byte.
+      param to fp32, so the residual stream is fp32; without it (current TRL ``SFTTrainer``) they stay in
+      the loaded 16-bit dtype. TRL < 0.26 recasts the embeddings/lm_head (and before 0.9 the adapters) to
+      bf16 afterwards; TRL 0.25's own prepare upcasts only the norms (stack ``kbit_prepare``). LLM.int8
+      weights are 1 byte.
     - LoRA: the stack's adapter dtype (PEFT >= 0.12: fp32); ``--fp32-master`` keeps the base in fp32.
     - Full: the weights (and their gradients and AdamW state) in ``--dtype``, or fp32 with ``--fp32-master``.
     """
@@ -74,17 +78,26 @@ def dtypes(train: TrainSpec, stack: Stack) -> Dtypes:
     # adapters stay fp32); current TRL casts a quantized model's trainable params to bf16.
     lora_base = FP32_BYTES if train.fp32_master else c
     adapter = lora_base if stack.adapter_dtype is AdapterDtype.BASE and train.method is Method.LORA else FP32_BYTES
-    if train.method is Method.QLORA and stack.kbit_prepare is KbitPrepare.CAST_TRAINABLE_BF16:
-        adapter = c
     if train.method is Method.QLORA:
         linear = nf4_bytes_per_param(train.double_quant) if train.quant_bits == 4 else 1.0
-        other = FP32_BYTES if train.kbit_prepare else c
-        return Dtypes(c, other, other, linear, adapter, autocast, True)
+        kp = stack.kbit_prepare
+        # TRL < 0.26 runs peft_module_casting_to_bf16 after get_peft_model when args.bf16 (trl/trainer/utils.py):
+        # embeddings/lm_head fp32 -> bf16, norms fp32, and before 0.9 every LoRA layer -> bf16.
+        recast = train.dtype is DType.BF16
+        if kp is KbitPrepare.CAST_TRAINABLE_BF16 or (kp is KbitPrepare.UPCAST_FP32_HEAD_ADAPTERS_BF16 and recast):
+            adapter = c
+        other = FP32_BYTES if train.kbit_prepare and kp is not KbitPrepare.UPCAST_NORMS_FP32 else c
+        # The fp32 norms' outputs (fp32 weight x 16-bit input) make the residual stream fp32 from the first
+        # layer on, whether or not the embeddings were upcast.
+        stream = FP32_BYTES if train.kbit_prepare else c
+        head_recast = kp is KbitPrepare.UPCAST_NORMS_FP32 or (recast and kp in (
+            KbitPrepare.UPCAST_FP32_HEAD_BF16, KbitPrepare.UPCAST_FP32_HEAD_ADAPTERS_BF16))
+        return Dtypes(c, stream, other, linear, adapter, autocast, True, embedding=c if head_recast else other)
     if train.method is Method.LORA:
         base = FP32_BYTES if train.fp32_master else c
-        return Dtypes(c, base, base, base, adapter, autocast, True)
+        return Dtypes(c, base, base, base, adapter, autocast, True, embedding=base)
     master = FP32_BYTES if train.fp32_master else c
-    return Dtypes(c, master, master, master, master, autocast, False)
+    return Dtypes(c, master, master, master, master, autocast, False, embedding=master)
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ def _full_logits_fp32(ctx: Context) -> LogitsMemory:
         # Gemma 2: logits / cap -> tanh (saves its output) -> * cap: two more compute-dtype tensors.
         forward += 2 * n * logits_b
     saved_weight = 0.0
-    if d.autocast and d.other_param > d.compute and not ctx.full:
+    if d.autocast and d.embedding > d.compute and not ctx.full:
         # The frozen fp32 lm_head is cast to bf16 by autocast; the cast is saved to compute the hidden-state
         # gradient (frozen params' casts are not cached).
         saved_weight = config.vocab_size * config.hidden_size * d.compute

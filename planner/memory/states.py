@@ -42,7 +42,9 @@ def weight_bytes(ctx: Context) -> float:
     elif ctx.qlora and train.double_quant:
         # [BNB-quant]: each double-quantized tensor also keeps a 256-entry fp32 code and an fp32 offset.
         per_tensor = tensors * (256 + 1) * FP32_BYTES
-    return quantized * ctx.d.linear_weight + other * ctx.d.other_param + per_tensor
+    # Embeddings and an unquantized untied lm_head in their own dtype (TRL < 0.26 recasts them to bf16).
+    head = ctx.arch.embed_params + (0 if ctx.lm_head_quantized else ctx.arch.lm_head_params)
+    return quantized * ctx.d.linear_weight + head * ctx.d.embedding + (other - head) * ctx.d.other_param + per_tensor
 
 
 def trainable_params(ctx: Context) -> int:

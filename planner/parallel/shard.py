@@ -72,7 +72,7 @@ class Units:
 
 def units(ctx: Context) -> Units:
     arch, d = ctx.arch, ctx.d
-    root = (arch.embed_params + arch.final_norm_params + arch.lm_head_params) * d.other_param
+    root = (arch.embed_params + arch.lm_head_params) * d.embedding + arch.final_norm_params * d.other_param
     layers = max(ctx.layers, 1)
     layer = (states.weight_bytes(ctx) - root) / layers + states.adapter_bytes(ctx) / layers
     grads = states.gradient_bytes(ctx)

@@ -38,7 +38,6 @@ from planner.results import Estimate
 from planner.specs import Attn, DType, GpuProfile, Method, ModelProfile, Optim, TrainSpec
 from planner.stack.optimizers import optimizer_info
 from planner.stack.snippet_options import checkpointing_available, kbit_prepare_fixed
-from planner.stack.stack import KbitPrepare
 from planner.time import TimeBreakdown, time_breakdown, utilization
 
 _LEANEST_RANK = 8
@@ -254,7 +253,7 @@ def kbit_prepare_choices(method: Method, request: Request | None = None) -> tupl
     if method is not Method.QLORA:
         return (True,)
     if request is not None and kbit_prepare_fixed(request.framework):
-        return (request.resolved_stack().kbit_prepare is KbitPrepare.UPCAST_FP32,)
+        return (request.resolved_stack().kbit_prepare.calls_prepare,)
     return (True, False)
 
 

@@ -72,7 +72,7 @@ def code_for(framework: str | None, t: TrainSpec, p: PlanCode, names: SnippetOpt
         sft = _sft(t, p, names)
         kbit_note = None
         if framework is not None and bnb:
-            kbit_note = ("SFTTrainer calls prepare_model_for_kbit_training itself (TRL < 1.0)" if t.kbit_prepare
+            kbit_note = ("SFTTrainer calls prepare_model_for_kbit_training itself (TRL < 0.26)" if t.kbit_prepare
                          else "no prepare_model_for_kbit_training: SFTTrainer casts the adapters to bf16 (TRL >= 1.0)")
         python = snippets.script(hub_id=p.hub_id, dtype=t.dtype, lora=lora, bnb=bnb, sft=sft,
                                  fp32_master=t.fp32_master, kbit_prepare=t.kbit_prepare, names=names,

@@ -57,8 +57,21 @@ class KbitPrepare(str, Enum):
 
     UPCAST_FP32 = "upcast_fp32"
     """peft.prepare_model_for_kbit_training: non-quantized 16-bit params -> fp32 (``--kbit-prepare``)."""
+    UPCAST_FP32_HEAD_BF16 = "upcast_fp32_head_bf16"
+    """As ``upcast_fp32``, then (bf16 training) the embeddings and lm_head back to bf16 (TRL 0.9-0.24
+    ``peft_module_casting_to_bf16``)."""
+    UPCAST_FP32_HEAD_ADAPTERS_BF16 = "upcast_fp32_head_adapters_bf16"
+    """As ``upcast_fp32_head_bf16``, and the LoRA layers to bf16 too (TRL 0.7.11-0.8)."""
+    UPCAST_NORMS_FP32 = "upcast_norms_fp32"
+    """TRL 0.25's own ``prepare_model_for_kbit_training``: only the norms -> fp32; embeddings, lm_head,
+    biases and experts stay in the loaded dtype, adapters as PEFT makes them."""
     CAST_TRAINABLE_BF16 = "cast_trainable_bf16"
     """No prepare; the trainable params (adapters) cast to bf16 (current TRL SFTTrainer)."""
+
+    @property
+    def calls_prepare(self) -> bool:
+        """Whether a kbit-prepare function runs (the ``--kbit-prepare`` default the stack implies)."""
+        return self is not KbitPrepare.CAST_TRAINABLE_BF16
 
 
 class Behaviour(Frozen):
