@@ -262,3 +262,26 @@ def test_trl_head_recast_saves_the_embedding_and_lm_head_upcast():
     trl = build_context(config, train, resolve_stack("trl", versions, detect=False).stack)
     trainer = build_context(config, train, resolve_stack("trainer", versions, detect=False).stack)
     assert weight_bytes(trainer) - weight_bytes(trl) == 2 * 128_256 * 4096 * 2.0
+
+
+def test_unsloth_offloads_checkpointed_layer_inputs():
+    """Unsloth's checkpointer keeps every layer input above 2 MiB in pinned host memory and reloads one at a
+    time into a single GPU buffer (unsloth_zoo gradient_checkpointing.py UnslothCheckpointFunction)."""
+    from planner.catalog import normalize_config, raw_config
+    from planner.memory.activations import activations
+    from planner.memory.context import build_context
+
+    config = normalize_config(raw_config("llama-3-8b"))
+    unsloth = resolve_stack("unsloth", detect=False).stack
+    assert unsloth.value("checkpointing") == "offloaded"
+    long = activations(build_context(config, TrainSpec(method=Method.QLORA, seq_len=16384, kbit_prepare=False), unsloth))
+    one = 16384 * 4096 * 2.0
+    assert long.checkpoint_bytes == one and long.offloaded_layers == 31
+    assert long.layers_saved(32, True) == one and long.host_checkpoint_bytes == 31 * one
+    short = activations(build_context(config, TrainSpec(method=Method.QLORA, seq_len=128, kbit_prepare=False), unsloth))
+    assert short.offloaded_layers == 0  # 1 MiB inputs stay on the GPU (MINIMUM_SIZE)
+    trl = activations(build_context(config, TrainSpec(method=Method.QLORA, seq_len=16384, kbit_prepare=False),
+                                    resolve_stack("trl", detect=False).stack))
+    assert trl.offloaded_layers == 0 and trl.layers_saved(32, True) == 32 * one
+    out = run("estimate", "llama-3-8b", "--framework", "unsloth", "--seq-len", "16384", "--method", "qlora")
+    assert out.exit_code == 0 and "offloads 31 layers' checkpointed inputs (3.88 GiB)" in " ".join(out.output.split())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from planner.memory.activations import activations
 from planner.memory.context import Context
 from planner.specs import GIB, DType, GpuProfile
 from planner.stack.stack import MoeExperts
@@ -40,5 +41,11 @@ def estimate_warnings(ctx: Context, paged_bytes: float, gpu: GpuProfile | None =
         out.append(
             f"paged optimizer state ({paged_bytes / GIB:.2f} GiB) is CUDA managed memory: counted on the "
             "device, outside torch's counters, and can spill to host RAM under pressure (slower)"
+        )
+    host = activations(ctx).host_checkpoint_bytes
+    if host:
+        out.append(
+            f"Unsloth's checkpointing offloads {ctx.layers - 1} layers' checkpointed inputs ({host / GIB:.2f} GiB) "
+            "to pinned host RAM (not counted on the GPU); only the layer being recomputed is reloaded"
         )
     return tuple(out)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from planner.memory.context import FP32_BYTES, INDEX_BYTES, MASK_BYTES, Context
 from planner.model.architecture import Block, Linear, MlpActivation
 from planner.specs import Attn
+from planner.stack.stack import CheckpointKind, checkpoint_constants
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,20 @@ class Activations:
     """Gradients in flight while one layer runs backward."""
     forward_transient_bytes: float
     """Largest short-lived tensor of a layer's forward (eager attention scores, DoRA's weight)."""
+    offloaded_layers: int = 0
+    """Layers whose checkpointed input is in host memory, not on the GPU (Unsloth's checkpointer)."""
 
     def layers_saved(self, layers: int, grad_ckpt: bool) -> float:
-        """Saved by all decoder layers: their inputs with checkpointing, everything without."""
-        return layers * (self.checkpoint_bytes if grad_ckpt else self.per_layer_bytes)
+        """Saved on the GPU by all decoder layers: their inputs with checkpointing (less the offloaded ones),
+        everything without."""
+        if grad_ckpt:
+            return (layers - self.offloaded_layers) * self.checkpoint_bytes
+        return layers * self.per_layer_bytes
+
+    @property
+    def host_checkpoint_bytes(self) -> float:
+        """The offloaded checkpointed inputs, in (pinned) host memory."""
+        return self.offloaded_layers * self.checkpoint_bytes
 
 
 def activations(ctx: Context) -> Activations:
@@ -61,9 +72,11 @@ def activations(ctx: Context) -> Activations:
     tokens = ctx.tokens
     per_token = _attention_block_saved(ctx) + _mlp_block_saved(ctx)
     per_layer = tokens * per_token + _moe_adapted_saved_per_layer(ctx)
+    checkpoint = tokens * h * ctx.d.stream  # [CKPT]
     return Activations(
         per_layer_bytes=per_layer,
-        checkpoint_bytes=tokens * h * ctx.d.stream,  # [CKPT]
+        checkpoint_bytes=checkpoint,
+        offloaded_layers=_offloaded_layers(ctx, checkpoint),
         outside_layers_bytes=_outside_layers_saved(ctx),
         layer_backward_transient_bytes=_layer_backward_transient(ctx),
         forward_transient_bytes=_forward_transient(ctx),
@@ -294,6 +307,17 @@ def _layer_backward_transient(ctx: Context) -> float:
     mlp_bwd = 3 * ffn * act_b
     attn_bwd = d.compute * (q_dim + 2 * (q_dim if ctx.sdpa_repeats_kv else kv_dim)) + FP32_BYTES * q_dim
     return ctx.tokens * (2 * h * d.stream + max(mlp_bwd, attn_bwd))
+
+
+def _offloaded_layers(ctx: Context, checkpoint_bytes: float) -> int:
+    """Layers whose checkpointed input Unsloth's checkpointer keeps in pinned host memory (stack
+    ``checkpointing`` offloaded): all but the one persistent GPU buffer the input is reloaded into for the
+    layer's backward; inputs of at most ``unsloth_offload_min_bytes`` are not offloaded."""
+    if not ctx.train.grad_ckpt or ctx.stack.checkpointing is not CheckpointKind.OFFLOADED:
+        return 0
+    if checkpoint_bytes <= checkpoint_constants()["unsloth_offload_min_bytes"]:
+        return 0
+    return ctx.layers - 1
 
 
 def mlp_down_saved_bytes(ctx: Context) -> float:

@@ -52,6 +52,17 @@ class LossKind(str, Enum):
     """A fused, tiled lm_head + loss: full logits never built (TRL >= 1.13, Liger, CCE, Unsloth)."""
 
 
+class CheckpointKind(str, Enum):
+    """How activation checkpointing keeps each decoder layer's input."""
+
+    NON_REENTRANT = "non_reentrant"
+    """``torch.utils.checkpoint(use_reentrant=False)``: the input saved on the GPU (transformers 5)."""
+    REENTRANT = "reentrant"
+    """``use_reentrant=True`` (transformers 4.x default): the same inputs on the GPU."""
+    OFFLOADED = "offloaded"
+    """Unsloth's checkpointer: the inputs in pinned host memory, one reloaded at a time."""
+
+
 class KbitPrepare(str, Enum):
     """What the stack does to a quantized model's non-quantized and trainable params."""
 
@@ -120,6 +131,10 @@ class Stack(Frozen):
         return LossKind(self.value("loss"))
 
     @property
+    def checkpointing(self) -> CheckpointKind:
+        return CheckpointKind(self.value("checkpointing"))
+
+    @property
     def kbit_prepare(self) -> KbitPrepare:
         return KbitPrepare(self.value("kbit_prepare"))
 
@@ -153,10 +168,19 @@ _DATA_FILES = ("behaviours", "frameworks", "snippets")
 
 
 @cache
+def _constants(block: str) -> dict[str, float]:
+    raw = _read_json(profiles_dir() / "stacks" / "frameworks.json")[block]
+    return {k: float(v["value"]) for k, v in raw.items()}
+
+
+def checkpoint_constants() -> dict[str, float]:
+    """Thresholds of the checkpointing variants (``profiles/stacks/frameworks.json``)."""
+    return _constants("checkpoint_constants")
+
+
 def loss_constants() -> dict[str, float]:
     """Chunk and tile sizes of the chunked/fused loss paths (``profiles/stacks/frameworks.json``)."""
-    raw = _read_json(profiles_dir() / "stacks" / "frameworks.json")["loss_constants"]
-    return {k: float(v["value"]) for k, v in raw.items()}
+    return _constants("loss_constants")
 
 
 def stack_names() -> list[str]:
