@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -31,3 +32,38 @@ def test_offload_and_multinode() -> None:
     cmd = torchrun_command(p)
     assert "--nnodes 2" in cmd and "--node-rank RANK" in cmd and "--rdzv-endpoint MAIN_NODE_IP:29500" in cmd
     assert "--nproc-per-node 8" in cmd and "--deepspeed ds.json" in cmd
+
+
+KEYS = json.loads((Path(__file__).parent / "data" / "deepspeed_config_keys.json").read_text())
+"""Keys DeepSpeed v0.19.8's config models accept, and those transformers fills from ``"auto"``."""
+
+
+def _leaves(data: dict, prefix: str = "") -> list[tuple[str, object]]:
+    out: list[tuple[str, object]] = []
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        out += _leaves(value, path + ".") if isinstance(value, dict) else [(path, value)]
+    return out
+
+
+@pytest.mark.parametrize(("strategy", "offload"), [
+    (s, o) for s in (Strategy.ZERO1, Strategy.ZERO2, Strategy.ZERO3) for o in Offload
+    if o is not Offload.PARAMS or s is Strategy.ZERO3  # parameter offload is ZeRO-3 only
+])
+def test_ds_json_keys_are_deepspeeds(strategy: Strategy, offload: Offload) -> None:
+    """Every key we write is one DeepSpeed's config models read (an unknown key is silently ignored by
+    DeepSpeed, so a typo would change nothing and mislead), and every "auto" is one transformers fills."""
+    p = ParallelSpec(strategy=strategy, gpus=4, offload=offload)
+    data = deepspeed_json(p, micro_batch=2, grad_accum=8, dtype=DType.BF16)
+    allowed = {
+        "zero_optimization": set(KEYS["zero_optimization"]), "bf16": set(KEYS["precision"]),
+        "fp16": set(KEYS["precision"]), "zero_optimization.offload_param": set(KEYS["offload_param"]),
+        "zero_optimization.offload_optimizer": set(KEYS["offload_optimizer"]),
+    }
+    assert set(data) <= set(KEYS["top_level"]), set(data) - set(KEYS["top_level"])
+    for path, value in _leaves(data):
+        parent, _, key = path.rpartition(".")
+        if parent:
+            assert key in allowed[parent], f"{path} is not a DeepSpeed v0.19.8 config key"
+        if value == "auto":
+            assert path in KEYS["auto_filled_by_transformers"], f"{path}: 'auto' that transformers does not fill"

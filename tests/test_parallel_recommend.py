@@ -217,6 +217,15 @@ def test_accelerate_config_parses_and_loads(strategy: Strategy, nodes: int, tmp_
     loaded = ClusterConfig.from_yaml_file(str(path))  # rejects unknown keys
     assert loaded.num_processes == 8 * nodes
     assert str(loaded.distributed_type.value) == data["distributed_type"]
+    # accelerate launch turns each fsdp_config / deepspeed_config entry into its own --option (accelerate
+    # v1.16.0 commands/launch.py _validate_launch_command copies the config dicts onto the parsed args): an
+    # entry that is not one of launch_command_parser's options would be set and never read.
+    from accelerate.commands.launch import launch_command_parser
+
+    options = {action.dest for action in launch_command_parser()._actions}
+    for section in ("fsdp_config", "deepspeed_config"):
+        unknown = set(data.get(section, {})) - options
+        assert not unknown, f"{section}: {unknown} are not accelerate launch options"
 
 
 def test_multi_node_launch_command() -> None:
