@@ -1,4 +1,4 @@
-"""Issue #3 CI check: the estimator's ``peak_gib.allocated`` within 10% of the CPU trace's peak.
+"""Issue #3 CI check: the estimator's ``peak_gib.allocated`` within 3% of the CPU trace's peak.
 
 Real configs (no reduced layers): Llama-3-8B LoRA / QLoRA / full at seq 512 and 2048, with and
 without gradient checkpointing, and Mixtral-8x7B LoRA (PEFT's ``all-linear`` adapts the expert
@@ -14,7 +14,8 @@ from tests.conftest import needs_torch_stack
 
 pytestmark = [needs_torch_stack, pytest.mark.trace]
 
-TOLERANCE = 0.10
+TOLERANCE = 0.03
+"""The issue-8 bound for every traced stack (today's worst row: +1.4%, qwen2.5-0.5b full)."""
 ROWS: list[str] = []
 
 CASES = [
@@ -54,7 +55,7 @@ def table(request):
 
 @pytest.mark.parametrize(("model", "method", "seq", "ckpt", "extra"), CASES,
                          ids=[f"{m}-{me}-{s}-{'ckpt' if c else 'nockpt'}" for m, me, s, c, _ in CASES])
-def test_estimate_within_10pct_of_trace(model: str, method: str, seq: int, ckpt: bool, extra: dict) -> None:
+def test_estimate_within_3pct_of_trace(model: str, method: str, seq: int, ckpt: bool, extra: dict) -> None:
     from planner.catalog import raw_config
     from planner.estimator import estimate
     from planner.specs import GIB, Method, TrainSpec
