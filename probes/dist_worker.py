@@ -40,23 +40,29 @@ def _device(local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def wrap(model: nn.Module, strategy: str, device: torch.device, mesh: Any) -> nn.Module:
-    """``model`` under ``strategy`` (``fsdp2``, ``fsdp``, ``ddp``), sharded per decoder layer where it shards."""
+def wrap(model: nn.Module, strategy: str, device: torch.device, mesh: Any, offload_params: bool = False) -> nn.Module:
+    """``model`` under ``strategy`` (``fsdp2``, ``fsdp``, ``ddp``), sharded per decoder layer where it shards.
+
+    ``offload_params`` (``--offload params``): FSDP2 ``offload_policy=CPUOffloadPolicy()`` (torch
+    ``distributed/fsdp/_fully_shard/_fsdp_api.py``: sharded params, their gradients and so the optimizer step
+    on the host, all-gathered to the GPU per unit) / FSDP1 ``cpu_offload=CPUOffload(offload_params=True)``."""
     from probes.trace_fsdp import decoder_layers
 
     if strategy == "fsdp2":
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
 
+        policy = CPUOffloadPolicy(pin_memory=device.type == "cuda") if offload_params else OffloadPolicy()
         for layer in decoder_layers(model):
-            fully_shard(layer, mesh=mesh, reshard_after_forward=True)
-        fully_shard(model, mesh=mesh, reshard_after_forward=True)
+            fully_shard(layer, mesh=mesh, reshard_after_forward=True, offload_policy=policy)
+        fully_shard(model, mesh=mesh, reshard_after_forward=True, offload_policy=policy)
         return model
     if strategy == "fsdp":
-        from torch.distributed.fsdp import FullyShardedDataParallel
+        from torch.distributed.fsdp import CPUOffload, FullyShardedDataParallel
         from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
         classes = {type(m) for m in decoder_layers(model)}
         return FullyShardedDataParallel(model, auto_wrap_policy=ModuleWrapPolicy(classes), use_orig_params=True,
+                                        cpu_offload=CPUOffload(offload_params=offload_params),
                                         device_id=device if device.type == "cuda" else None)
     if strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
@@ -92,7 +98,7 @@ def run_rank(request: dict[str, Any], out: Path) -> dict[str, Any]:
             model = build.create_model(request["raw"], spec, device, trace=False)
             model = build.prepare(model, request["raw"], spec)
             total, trainable = build.count_params(model, {}, spec)
-            model = wrap(model, request["strategy"], device, mesh)
+            model = wrap(model, request["strategy"], device, mesh, offload_params=request.get("offload") == "params")
             after_load = tracker.live_bytes if cpu else float(torch.cuda.memory_allocated(device))
             optimizer = build_optimizer(model, spec.optim)
             if cpu:

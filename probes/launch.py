@@ -9,8 +9,11 @@ ranks, compared with the estimator's per-GPU peak as the one-GPU probe does.
 Which path each strategy takes: ``fsdp2`` is raw torch FSDP2 ``fully_shard`` per decoder layer then root;
 ``fsdp`` is torch FSDP1 ``FullyShardedDataParallel`` with the transformer auto-wrap policy (the same wrap
 accelerate's ``FullyShardedDataParallelPlugin`` applies with ``TRANSFORMER_BASED_WRAP``), ``ddp`` is
-``DistributedDataParallel``. None of them goes through accelerate here; ZeRO stages need DeepSpeed and are
-not run by the launched probe yet (one line, exit 2).
+``DistributedDataParallel``. ``--offload params`` runs FSDP2 with ``CPUOffloadPolicy`` / FSDP1 with
+``CPUOffload(offload_params=True)`` (``--offload optimizer`` is ZeRO-only: ``ParallelSpec`` refuses it for FSDP).
+None of them goes through accelerate here; ZeRO stages need DeepSpeed and are not run by the launched probe
+yet (one line, exit 2). FSDP1 needs an accelerator (torch 2.13 refuses a CPU device), so the gloo plumbing
+check runs fsdp2 and ddp.
 """
 
 from __future__ import annotations
@@ -95,8 +98,6 @@ def worker_strategy(parallel: ParallelSpec) -> str:
         raise PlannerError(f"the launched probe runs fsdp2, fsdp or ddp; --parallel {strategy.value} is not run yet")
     if strategy not in WORKER_STRATEGY:
         raise PlannerError(f"the launched probe runs fsdp2, fsdp or ddp, not --parallel {strategy.value}")
-    if parallel.offload is not Offload.NONE:
-        raise PlannerError(f"the launched probe does not run --offload {parallel.offload.value} yet")
     if parallel.nodes != 1:
         raise PlannerError("the launched probe runs on one node (--nodes 1)")
     return WORKER_STRATEGY[strategy]
@@ -144,7 +145,7 @@ def run_launch_probe(model: str, spec: TrainSpec, parallel: ParallelSpec, *, dev
         request = folder / "request.json"
         with request.open("w") as fh:  # a file for the ranks, not output
             json.dump({"raw": raw_config(model), "spec": spec.model_dump(mode="json"), "strategy": strategy,
-                       "steps": steps}, fh)
+                       "offload": parallel.offload.value, "steps": steps}, fh)
         command = launch_command(parallel.gpus, request, folder)
         try:
             done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)

@@ -17,14 +17,16 @@ pytestmark = [needs_torch_stack, pytest.mark.trace]
 TINY = "tests/data/tiny-llama/config.json"
 
 
-@pytest.mark.parametrize("strategy", ["fsdp2", "ddp"])
-def test_two_gloo_ranks_gathered(strategy: str) -> None:
-    from planner.parallel.spec import ParallelSpec, Strategy
+@pytest.mark.parametrize(("strategy", "offload"), [("fsdp2", "none"), ("ddp", "none"), ("fsdp2", "params")])
+def test_two_gloo_ranks_gathered(strategy: str, offload: str) -> None:
+    """FSDP1 is not here: torch 2.13's FullyShardedDataParallel refuses a CPU-only process."""
+    from planner.parallel.spec import Offload, ParallelSpec, Strategy
     from planner.specs import TrainSpec
     from probes.launch import run_launch_probe
 
     spec = TrainSpec(method="lora", seq_len=32, micro_batch=1)
-    result = run_launch_probe(TINY, spec, ParallelSpec(strategy=Strategy(strategy), gpus=2), device="cpu", steps=2)
+    parallel = ParallelSpec(strategy=Strategy(strategy), gpus=2, offload=Offload(offload))
+    result = run_launch_probe(TINY, spec, parallel, device="cpu", steps=2)
     assert result.world_size == 2 and result.plumbing_check and result.device == "cpu"
     assert [r.rank for r in result.ranks] == [0, 1]
     assert all(r.backend == "gloo" and r.peak_allocated_gib > 0 and len(r.step_seconds) == 2 for r in result.ranks)
