@@ -15,14 +15,12 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import needs_torch_stack
-from tests.stacks import overlay
+from tests.stacks import checks
 
 # One xdist worker for the whole module (``--dist loadgroup``): one overlay install, one trace subprocess.
 pytestmark = [needs_torch_stack, pytest.mark.trace, pytest.mark.xdist_group("overlay-transformers4")]
 
 STACK = "transformers4"
-TOLERANCE = 0.03
-"""The issue's bound for every traced stack."""
 MODELLED_VERSIONS = {"transformers": "4.44.2", "peft": "0.12.0", "trl": "0.11.4", "accelerate": "0.34.2",
                      "bitsandbytes": "0.44.1", "torch": "2.13.0"}
 CASES = [
@@ -47,26 +45,13 @@ CASES = [
 LAYERS = {"mixtral-8x7b": 8}
 
 
-def _case_id(case: tuple[str, dict]) -> str:
-    model, spec = case
-    trl = "trl-" if spec.get("framework") == "trl" else ""
-    return f"{trl}{model}-{spec['method']}-{spec['seq_len']}-{'ckpt' if spec['grad_ckpt'] else 'nockpt'}"
-
-
 @pytest.fixture(scope="module")
 def traced() -> dict:
-    payload = {"framework": "trainer", "versions": MODELLED_VERSIONS,
-               "cases": [{"model": m, "framework": s.get("framework"), "layers": LAYERS.get(m),
-                          "spec": {"micro_batch": 1, "rank": 16, **{k: v for k, v in s.items() if k != "framework"}}}
-                         for m, s in CASES]}
-    return overlay.run_json(STACK, "tests.stacks.trace_cases", payload)
+    return checks.run_cases(STACK, MODELLED_VERSIONS, CASES, LAYERS)
 
 
 def test_overlay_runs_the_pinned_releases(traced: dict) -> None:
-    pins = overlay.pins(STACK)
-    for lib in ("transformers", "peft", "trl", "accelerate", "tokenizers"):
-        assert traced["installed"][lib] == pins[lib], (lib, traced["installed"][lib])
-    assert traced["installed"]["torch"].split("+")[0] == MODELLED_VERSIONS["torch"]
+    checks.assert_pinned(traced, STACK, MODELLED_VERSIONS["torch"])
 
 
 def test_trl_0_11_sfttrainer_uses_the_trainer_loss(traced: dict) -> None:
@@ -74,11 +59,6 @@ def test_trl_0_11_sfttrainer_uses_the_trainer_loss(traced: dict) -> None:
     assert traced["trl_compute_loss_is_trainers"] is True
 
 
-@pytest.mark.parametrize("index", range(len(CASES)), ids=[_case_id(c) for c in CASES])
+@pytest.mark.parametrize("index", range(len(CASES)), ids=[checks.case_id(c) for c in CASES])
 def test_estimate_matches_transformers4_trace(traced: dict, index: int) -> None:
-    row = traced["results"][index]
-    assert row["estimate_params"] == row["traced_params"], "total/trainable parameters differ from PEFT's"
-    print(f"{_case_id(CASES[index])}: estimate {row['estimate_gib']:.3f} GiB, trace {row['traced_gib']:.3f} GiB")
-    err = (row["estimate_gib"] - row["traced_gib"]) / row["traced_gib"]
-    assert abs(err) <= TOLERANCE, (f"{_case_id(CASES[index])}: estimate {row['estimate_gib']:.3f} vs trace "
-                                   f"{row['traced_gib']:.3f} GiB ({err:+.1%}, peak in {row['peak_phase']})")
+    checks.assert_agrees(traced["results"][index], CASES[index])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,9 @@ def ensure(name: str) -> Path:
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
         raise RuntimeError(f"could not install the {name} overlay ({' '.join(cmd)}):\n{tail}")
+    # Some old wheels ship their own top-level ``tests`` package (trl 0.8.6): a regular package, it would win
+    # over this project's namespace package ``tests`` on the overlay's path.
+    shutil.rmtree(target / "tests", ignore_errors=True)
     stamp.write_text(digest)
     return target
 
