@@ -285,3 +285,15 @@ def test_unsloth_offloads_checkpointed_layer_inputs():
     assert trl.offloaded_layers == 0 and trl.layers_saved(32, True) == 32 * one
     out = run("estimate", "llama-3-8b", "--framework", "unsloth", "--seq-len", "16384", "--method", "qlora")
     assert out.exit_code == 0 and "offloads 31 layers' checkpointed inputs (3.88 GiB)" in " ".join(out.output.split())
+
+
+def test_traced_label_is_per_method():
+    """transformers 4.41 + PEFT 0.10 is traced for LoRA and full only (its 4-bit integration needs bitsandbytes
+    to import): a QLoRA estimate there says it is modelled, not traced."""
+    stack = resolve_stack("trainer", {"transformers": "4.41.2", "peft": "0.10.0"}, detect=False).stack
+    assert stack.traced and stack.traced_for("lora") and not stack.traced_for("qlora")
+    versions = ("--framework", "trainer", "--versions", "transformers=4.41.2,peft=0.10.0")
+    qlora = " ".join(run("estimate", "llama-3-8b", *versions, "--method", "qlora").output.split())
+    lora = " ".join(run("estimate", "llama-3-8b", *versions, "--method", "lora").output.split())
+    assert "qlora on this trainer stack is modelled from the libraries' sources, not traced" in qlora
+    assert "not traced" not in lora

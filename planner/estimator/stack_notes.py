@@ -34,6 +34,9 @@ def with_stack(est: Estimate, resolution: Resolution, on_default: Callable[[Trai
     if not same:
         if not stack.traced:
             notes.append(f"{stack.framework} stack is modelled from the libraries' sources, not traced")
+        elif not stack.traced_for(est.train.method.value):
+            notes.append(f"{est.train.method.value} on this {stack.framework} stack is modelled from the libraries' "
+                         "sources, not traced")
         base_train = est.train
         if est.train.method is Method.QLORA and not est.train.kbit_prepare:
             base_train = est.train.model_copy(update={"kbit_prepare": True})

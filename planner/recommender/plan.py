@@ -184,4 +184,7 @@ def stack_assumptions(req: Request) -> list[str]:
     out = [f"single GPU, SDPA attention, stack {stack.framework}: {stack.description}"]
     if not stack.traced:
         out.append(f"{stack.framework} stack is modelled from the libraries' sources, not traced")
+    elif stack.untraced_methods:
+        out.append(f"{', '.join(stack.untraced_methods)} on this {stack.framework} stack is modelled from the "
+                   "libraries' sources, not traced")
     return out + list(req.stack_warnings)

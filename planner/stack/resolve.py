@@ -90,11 +90,12 @@ def _behaviour(variant: dict[str, Any]) -> Behaviour | None:
     return Behaviour(value=variant["value"], holds_for=_spec_text(variant["when"]), source=variant["source"])
 
 
-def _traced(framework: str, versions: dict[str, str]) -> bool:
-    """Whether the trace suite runs ``framework`` at ``versions`` (frameworks.json ``traced_stacks``)."""
-    return any(entry["framework"] == framework
-               and all(satisfies(versions[lib], spec) for lib, spec in entry["when"].items())
-               for entry in _frameworks()["traced_stacks"]["value"])
+def _traced_entry(framework: str, versions: dict[str, str]) -> dict[str, Any] | None:
+    """The frameworks.json ``traced_stacks`` entry whose suite runs ``framework`` at ``versions``, if any."""
+    for entry in _frameworks()["traced_stacks"]["value"]:
+        if entry["framework"] == framework and all(satisfies(versions[lib], spec) for lib, spec in entry["when"].items()):
+            return entry
+    return None
 
 
 def _spec_text(when: dict[str, str]) -> str:
@@ -170,6 +171,8 @@ def resolve_stack(framework: str = DEFAULT_FRAMEWORK, versions: dict[str, str] |
         return Resolution(default, bool(found), tuple(warnings))
     name = framework + ("+liger" if liger else "") + (f"+loss={loss.value}" if loss else "") + ":" + ",".join(
         f"{k}={v}" for k, v in stack_versions.items())
+    entry = _traced_entry(framework, merged) if fw["traced"] else None
     stack = Stack(name=name, framework=framework, description=fw["description"], versions=stack_versions,
-                  behaviours=behaviours, date=_frameworks()["date"], traced=fw["traced"] and _traced(framework, merged))
+                  behaviours=behaviours, date=_frameworks()["date"], traced=entry is not None,
+                  untraced_methods=tuple(entry.get("untraced_methods", ())) if entry else ())
     return Resolution(register_stack(stack), bool(found), tuple(warnings))

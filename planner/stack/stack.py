@@ -102,6 +102,12 @@ class Stack(Frozen):
     date: str
     traced: bool = True
     """Whether the trace suite runs this stack's code (else modelled from the cited sources)."""
+    untraced_methods: tuple[str, ...] = ()
+    """Methods (``Method`` values) the trace suite does not run on this otherwise traced stack."""
+
+    def traced_for(self, method: str) -> bool:
+        """Whether the trace suite runs ``method`` (a ``Method`` value) on this stack."""
+        return self.traced and method not in self.untraced_methods
 
     def value(self, name: str) -> str:
         """The value of behaviour ``name``."""
