@@ -17,7 +17,8 @@ import pytest
 from tests.conftest import needs_torch_stack
 from tests.stacks import checks
 
-# One xdist worker for the whole module (``--dist loadgroup``): one overlay install, one trace subprocess.
+# One xdist worker for this module and tests/test_trace_transformers441.py (``--dist loadgroup``): one overlay
+# install and trace subprocess at a time.
 pytestmark = [needs_torch_stack, pytest.mark.trace, pytest.mark.xdist_group("overlay-transformers4")]
 
 STACK = "transformers4"

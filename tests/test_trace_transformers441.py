@@ -14,8 +14,9 @@ import pytest
 from tests.conftest import needs_torch_stack
 from tests.stacks import checks
 
-# One xdist worker for the whole module (``--dist loadgroup``): one overlay install, one trace subprocess.
-pytestmark = [needs_torch_stack, pytest.mark.trace, pytest.mark.xdist_group("overlay-transformers441")]
+# The same xdist worker as tests/test_trace_transformers4.py (``--dist loadgroup``): the two overlays never
+# install or trace at the same time (run concurrently once, the 4.44 subprocess failed to import its transformers).
+pytestmark = [needs_torch_stack, pytest.mark.trace, pytest.mark.xdist_group("overlay-transformers4")]
 
 STACK = "transformers441"
 MODELLED_VERSIONS = {"transformers": "4.41.2", "peft": "0.10.0", "trl": "0.8.6", "accelerate": "0.30.1",
