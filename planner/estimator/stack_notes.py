@@ -32,11 +32,9 @@ def with_stack(est: Estimate, resolution: Resolution, on_default: Callable[[Trai
     default = default_stack()
     same = {k: b.value for k, b in stack.behaviours.items()} == {k: b.value for k, b in default.behaviours.items()}
     if not same:
-        if not stack.traced:
-            notes.append(f"{stack.framework} stack is modelled from the libraries' sources, not traced")
-        elif not stack.traced_for(est.train.method.value):
-            notes.append(f"{est.train.method.value} on this {stack.framework} stack is modelled from the libraries' "
-                         "sources, not traced")
+        untraced = stack.untraced_note((est.train.method.value,))
+        if untraced:
+            notes.append(untraced)
         base_train = est.train
         if est.train.method is Method.QLORA and not est.train.kbit_prepare:
             base_train = est.train.model_copy(update={"kbit_prepare": True})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from planner.memory.activations import activations
+from planner.memory.activations import host_checkpoint_bytes
 from planner.memory.context import Context
 from planner.specs import GIB, DType, GpuProfile
 from planner.stack.stack import MoeExperts
@@ -42,7 +42,7 @@ def estimate_warnings(ctx: Context, paged_bytes: float, gpu: GpuProfile | None =
             f"paged optimizer state ({paged_bytes / GIB:.2f} GiB) is CUDA managed memory: counted on the "
             "device, outside torch's counters, and can spill to host RAM under pressure (slower)"
         )
-    host = activations(ctx).host_checkpoint_bytes
+    host = host_checkpoint_bytes(ctx)
     if host:
         out.append(
             f"Unsloth's checkpointing offloads {ctx.layers - 1} layers' checkpointed inputs ({host / GIB:.2f} GiB) "

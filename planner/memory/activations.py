@@ -68,11 +68,10 @@ class Activations:
 
 def activations(ctx: Context) -> Activations:
     """Saved activations and transients of one training step for ``ctx``."""
-    h = float(ctx.config.hidden_size)
     tokens = ctx.tokens
     per_token = _attention_block_saved(ctx) + _mlp_block_saved(ctx)
     per_layer = tokens * per_token + _moe_adapted_saved_per_layer(ctx)
-    checkpoint = tokens * h * ctx.d.stream  # [CKPT]
+    checkpoint = checkpoint_input_bytes(ctx)
     return Activations(
         per_layer_bytes=per_layer,
         checkpoint_bytes=checkpoint,
@@ -307,6 +306,18 @@ def _layer_backward_transient(ctx: Context) -> float:
     mlp_bwd = 3 * ffn * act_b
     attn_bwd = d.compute * (q_dim + 2 * (q_dim if ctx.sdpa_repeats_kv else kv_dim)) + FP32_BYTES * q_dim
     return ctx.tokens * (2 * h * d.stream + max(mlp_bwd, attn_bwd))
+
+
+def checkpoint_input_bytes(ctx: Context) -> float:
+    """One decoder layer's checkpointed input, the whole micro-batch's hidden states [CKPT]."""
+    return ctx.tokens * ctx.config.hidden_size * ctx.d.stream
+
+
+def host_checkpoint_bytes(ctx: Context) -> float:
+    """The checkpointed inputs Unsloth's checkpointer offloads to pinned host memory (0 elsewhere), without
+    computing the rest of :func:`activations` (the estimate's warnings ask it on every estimate)."""
+    one = checkpoint_input_bytes(ctx)
+    return _offloaded_layers(ctx, one) * one
 
 
 def _offloaded_layers(ctx: Context, checkpoint_bytes: float) -> int:

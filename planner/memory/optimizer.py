@@ -58,7 +58,8 @@ def trainable_tensors(ctx: Context) -> list[TrainableTensor]:
         return _full_tensors(ctx)
     tensors = []
     for lin in ctx.targets:
-        if ctx.stack.per_expert_linears and lin.experts > 1:  # transformers 4.x: one plain LoRA per expert's w1/w3/w2
+        # transformers 4.x: one plain LoRA per expert's w1/w3/w2.
+        if ctx.stack.per_expert_linears and lin.experts > 1:
             for one in lin.per_expert_linears():
                 n = ctx.layers * lin.experts
                 r = ctx.train.rank

@@ -182,9 +182,7 @@ def stack_assumptions(req: Request) -> list[str]:
         return ["single GPU, transformers Trainer / TRL SFTTrainer + PEFT + bitsandbytes, SDPA attention, "
                 "standard (unchunked) loss"] + list(req.stack_warnings)
     out = [f"single GPU, SDPA attention, stack {stack.framework}: {stack.description}"]
-    if not stack.traced:
-        out.append(f"{stack.framework} stack is modelled from the libraries' sources, not traced")
-    elif stack.untraced_methods:
-        out.append(f"{', '.join(stack.untraced_methods)} on this {stack.framework} stack is modelled from the "
-                   "libraries' sources, not traced")
+    untraced = stack.untraced_note()
+    if untraced:
+        out.append(untraced)
     return out + list(req.stack_warnings)

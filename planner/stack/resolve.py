@@ -93,7 +93,8 @@ def _behaviour(variant: dict[str, Any]) -> Behaviour | None:
 def _traced_entry(framework: str, versions: dict[str, str]) -> dict[str, Any] | None:
     """The frameworks.json ``traced_stacks`` entry whose suite runs ``framework`` at ``versions``, if any."""
     for entry in _frameworks()["traced_stacks"]["value"]:
-        if entry["framework"] == framework and all(satisfies(versions[lib], spec) for lib, spec in entry["when"].items()):
+        if entry["framework"] == framework and all(satisfies(versions[lib], spec)
+                                                    for lib, spec in entry["when"].items()):
             return entry
     return None
 

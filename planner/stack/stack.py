@@ -109,6 +109,17 @@ class Stack(Frozen):
         """Whether the trace suite runs ``method`` (a ``Method`` value) on this stack."""
         return self.traced and method not in self.untraced_methods
 
+    def untraced_note(self, methods: tuple[str, ...] | None = None) -> str | None:
+        """The line saying this stack, or those of ``methods`` (default: every method) it does not trace, is
+        modelled rather than traced; None when all of them are traced."""
+        if not self.traced:
+            return f"{self.framework} stack is modelled from the libraries' sources, not traced"
+        untraced = [m for m in (self.untraced_methods if methods is None else methods) if not self.traced_for(m)]
+        if not untraced:
+            return None
+        return (f"{', '.join(untraced)} on this {self.framework} stack is modelled from the libraries' sources, "
+                "not traced")
+
     def value(self, name: str) -> str:
         """The value of behaviour ``name``."""
         try:
