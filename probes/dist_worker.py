@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from planner.errors import PlannerError
-from planner.specs import Method, TrainSpec
+from planner.specs import DType, Method, TrainSpec
 from probes import build
 
 KIB = 1024
@@ -40,30 +40,41 @@ def _device(local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def wrap(model: nn.Module, strategy: str, device: torch.device, mesh: Any, offload_params: bool = False) -> nn.Module:
+def wrap(model: nn.Module, strategy: str, device: torch.device, mesh: Any, offload_params: bool = False,
+         mixed_precision: torch.dtype | None = None) -> nn.Module:
     """``model`` under ``strategy`` (``fsdp2``, ``fsdp``, ``ddp``), sharded per decoder layer where it shards.
 
     ``offload_params`` (``--offload params``): FSDP2 ``offload_policy=CPUOffloadPolicy()`` (torch
     ``distributed/fsdp/_fully_shard/_fsdp_api.py``: sharded params, their gradients and so the optimizer step
-    on the host, all-gathered to the GPU per unit) / FSDP1 ``cpu_offload=CPUOffload(offload_params=True)``."""
-    from probes.trace_fsdp import decoder_layers
+    on the host, all-gathered to the GPU per unit) / FSDP1 ``cpu_offload=CPUOffload(offload_params=True)``.
+    ``mixed_precision`` (bf16/fp16 training): FSDP mixed precision as ``accelerate launch`` runs it, trainable
+    params upcast to fp32 and gathered/computed in that dtype (:mod:`planner.parallel.precision`)."""
+    from probes.trace_fsdp import accelerate_fsdp1_upcast, accelerate_fsdp2_mixed_precision, decoder_layers
 
     if strategy == "fsdp2":
         from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
 
         policy = CPUOffloadPolicy(pin_memory=device.type == "cuda") if offload_params else OffloadPolicy()
+        kwargs: dict[str, Any] = {"mesh": mesh, "reshard_after_forward": True, "offload_policy": policy}
+        if mixed_precision is not None:
+            kwargs.update(accelerate_fsdp2_mixed_precision(model, mixed_precision))
         for layer in decoder_layers(model):
-            fully_shard(layer, mesh=mesh, reshard_after_forward=True, offload_policy=policy)
-        fully_shard(model, mesh=mesh, reshard_after_forward=True, offload_policy=policy)
+            fully_shard(layer, **kwargs)
+        fully_shard(model, **kwargs)
         return model
     if strategy == "fsdp":
-        from torch.distributed.fsdp import CPUOffload, FullyShardedDataParallel
+        from torch.distributed.fsdp import CPUOffload, FullyShardedDataParallel, MixedPrecision
         from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
         classes = {type(m) for m in decoder_layers(model)}
-        return FullyShardedDataParallel(model, auto_wrap_policy=ModuleWrapPolicy(classes), use_orig_params=True,
-                                        cpu_offload=CPUOffload(offload_params=offload_params),
-                                        device_id=device if device.type == "cuda" else None)
+        policy = None if mixed_precision is None else MixedPrecision(
+            param_dtype=mixed_precision, reduce_dtype=mixed_precision, buffer_dtype=mixed_precision)
+        wrapped = FullyShardedDataParallel(model, auto_wrap_policy=ModuleWrapPolicy(classes), use_orig_params=True,
+                                           cpu_offload=CPUOffload(offload_params=offload_params),
+                                           mixed_precision=policy, device_id=device if device.type == "cuda" else None)
+        if mixed_precision is not None:
+            accelerate_fsdp1_upcast(wrapped)
+        return wrapped
     if strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
@@ -98,7 +109,10 @@ def run_rank(request: dict[str, Any], out: Path) -> dict[str, Any]:
             model = build.create_model(request["raw"], spec, device, trace=False)
             model = build.prepare(model, request["raw"], spec)
             total, trainable = build.count_params(model, {}, spec)
-            model = wrap(model, request["strategy"], device, mesh, offload_params=request.get("offload") == "params")
+            mixed = build.compute_dtype(spec) if spec.dtype is not DType.FP32 and spec.method is not Method.QLORA \
+                else None
+            model = wrap(model, request["strategy"], device, mesh, offload_params=request.get("offload") == "params",
+                         mixed_precision=mixed)
             after_load = tracker.live_bytes if cpu else float(torch.cuda.memory_allocated(device))
             optimizer = build_optimizer(model, spec.optim)
             if cpu:

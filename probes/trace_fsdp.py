@@ -26,10 +26,12 @@ import torch
 from torch import nn
 
 from planner.errors import PlannerError
-from planner.specs import Method, TrainSpec
+from planner.specs import DType, Method, TrainSpec
 from probes.memtrack import LiveBytesTracker
 from probes.trace import TraceRun, run_trace
 
+MIXED_PRECISION_NOTE = ("accelerate's FSDP2 mixed precision: trainable params upcast to fp32 before fully_shard, "
+                        "MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=bf16)")
 FAKE_PG_NOTE = ("FSDP2 fully_shard (per decoder layer, then root; reshard_after_forward=True) on a fake process "
                 "group of world size {w}: rank 0's buffers, no communication")
 
@@ -67,12 +69,19 @@ def fsdp2_storage_tracking(tracker: LiveBytesTracker) -> Iterator[None]:
 
 
 class Fsdp2Sharding:
-    """``fully_shard`` per decoder layer, then the root, on a device mesh of the (fake) default group."""
+    """``fully_shard`` per decoder layer, then the root, on a device mesh of the (fake) default group.
 
-    def __init__(self, world_size: int, mesh: Any) -> None:
+    With ``mixed_precision`` it does what accelerate's ``fsdp2_prepare_model`` does under ``mixed_precision:
+    bf16`` (accelerate v1.16.0 ``utils/fsdp_utils.py``): every trainable parameter is upcast to fp32 before
+    sharding, and ``fully_shard`` gets ``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=bf16)``
+    (``FullyShardedDataParallelPlugin.set_mixed_precision``), so the step computes and gathers in bf16.
+    """
+
+    def __init__(self, world_size: int, mesh: Any, mixed_precision: bool = False) -> None:
         self.world_size = world_size
         self.mesh = mesh
-        self.notes = [FAKE_PG_NOTE.format(w=world_size)]
+        self.mixed_precision = mixed_precision
+        self.notes = [FAKE_PG_NOTE.format(w=world_size)] + ([MIXED_PRECISION_NOTE] if mixed_precision else [])
 
     def context(self, tracker: LiveBytesTracker) -> AbstractContextManager[None]:
         return fsdp2_storage_tracking(tracker)
@@ -80,10 +89,39 @@ class Fsdp2Sharding:
     def apply(self, model: nn.Module) -> nn.Module:
         from torch.distributed.fsdp import fully_shard
 
+        kwargs: dict[str, Any] = {"mesh": self.mesh, "reshard_after_forward": True}
+        if self.mixed_precision:
+            kwargs.update(accelerate_fsdp2_mixed_precision(model, torch.bfloat16))
         for layer in decoder_layers(model):
-            fully_shard(layer, mesh=self.mesh, reshard_after_forward=True)
-        fully_shard(model, mesh=self.mesh, reshard_after_forward=True)
+            fully_shard(layer, **kwargs)
+        fully_shard(model, **kwargs)
         return model
+
+
+def accelerate_fsdp2_mixed_precision(model: nn.Module, dtype: torch.dtype) -> dict[str, Any]:
+    """What accelerate (v1.16.0 ``utils/fsdp_utils.py`` ``fsdp2_prepare_model``) does under ``mixed_precision``
+    bf16/fp16 before ``fully_shard``: every trainable parameter upcast to fp32 in place; returns the
+    ``mp_policy`` keyword (``FullyShardedDataParallelPlugin.set_mixed_precision``: param and reduce dtype)."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.to(torch.float32)
+    return {"mp_policy": MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=dtype)}
+
+
+def accelerate_fsdp1_upcast(model: nn.Module) -> None:
+    """accelerate v0.30+ ``Accelerator.prepare_model`` after ``FullyShardedDataParallel(...)`` under mixed
+    precision: each FSDP module's flat parameter that requires grad and is not fp32 upcast to fp32."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    for module in FullyShardedDataParallel.fsdp_modules(model):
+        if not module._has_params:
+            continue
+        param = module._flat_param
+        if param.dtype != torch.float32 and param.requires_grad:
+            param.data = param.data.to(torch.float32)
+            module._handle._orig_param_dtype = torch.float32
 
 
 @contextmanager
@@ -103,7 +141,8 @@ def fake_process_group(world_size: int) -> Iterator[Any]:
         dist.destroy_process_group()
 
 
-def run_fsdp_trace(raw: dict[str, Any], spec: TrainSpec, world_size: int, *, steps: int = 2) -> TraceRun:
+def run_fsdp_trace(raw: dict[str, Any], spec: TrainSpec, world_size: int, *, steps: int = 2,
+                   mixed_precision: bool = False) -> TraceRun:
     """Trace rank 0 of an FSDP2 job of ``world_size`` ranks (see the module docstring).
 
     Args:
@@ -111,6 +150,8 @@ def run_fsdp_trace(raw: dict[str, Any], spec: TrainSpec, world_size: int, *, ste
         spec: The training configuration (micro-batch per rank).
         world_size: Ranks the parameters, gradients and optimizer state are sharded over (>= 1).
         steps: Optimizer steps (at least 2).
+        mixed_precision: Shard as accelerate does under ``mixed_precision: bf16`` (trainable params upcast to
+            fp32, bf16 ``MixedPrecisionPolicy``); needs ``spec.dtype`` bf16.
 
     Returns:
         The :class:`~probes.trace.TraceRun` of rank 0; ``peak_bytes`` is the per-rank peak.
@@ -120,5 +161,7 @@ def run_fsdp_trace(raw: dict[str, Any], spec: TrainSpec, world_size: int, *, ste
     if spec.method is Method.QLORA:
         raise PlannerError("the FSDP2 trace covers --method full and lora (emulated NF4 weights are not shardable "
                            "parameters)")
+    if mixed_precision and spec.dtype is not DType.BF16:
+        raise PlannerError("the mixed-precision FSDP2 trace computes in bf16: use --dtype bf16")
     with fake_process_group(world_size) as mesh:
-        return run_trace(raw, spec, steps=steps, sharding=Fsdp2Sharding(world_size, mesh))
+        return run_trace(raw, spec, steps=steps, sharding=Fsdp2Sharding(world_size, mesh, mixed_precision))

@@ -40,14 +40,19 @@ def test_none_is_the_single_gpu_estimate() -> None:
 
 @pytest.mark.parametrize("n", [2, 4, 8])
 def test_fsdp_full_shard_divides_params_grads_and_optimizer(n: int) -> None:
-    single, sharded = _terms(estimate("llama-3-8b", FULL, "h100")), _terms(_run(Strategy.FSDP, n))
+    # accelerate >= 0.30 upcasts the trainable params to fp32 under FSDP mixed precision: the shards are those
+    # of the fp32-master step (weights, gradients, AdamW state), divided by n; the step itself computes in bf16.
+    fp32 = FULL.model_copy(update={"fp32_master": True})
+    single, sharded = _terms(estimate("llama-3-8b", fp32, "h100")), _terms(_run(Strategy.FSDP, n))
     for name in ("base weights", "gradients", "optimizer state"):
         assert sharded[f"{name} (shard)"] == pytest.approx(single[name] / n, rel=1e-3)
+    assert "autocast weight copies" not in sharded
     # One decoder layer in forward, two (BACKWARD_PRE prefetch) in backward; the root unit stays gathered.
+    # Each is a new full-size buffer beside the rank's own shard (FlatParamHandle._full_param_padded).
     layer_gib = (P8B - 2 * 128256 * 4096 - 4096) * 2 / 32 / GIB
-    assert sharded["all-gathered decoder-layer units"] == pytest.approx(2 * layer_gib * (1 - 1 / n), rel=1e-3)
+    assert sharded["all-gathered decoder-layer units"] == pytest.approx(2 * layer_gib, rel=1e-3)
     assert sharded["all-gathered root unit (embeddings, lm_head)"] == pytest.approx(
-        (2 * 128256 * 4096 + 4096) * 2 / GIB * (1 - 1 / n), rel=1e-3)
+        (2 * 128256 * 4096 + 4096) * 2 / GIB, rel=1e-3)
 
 
 def test_strategies_order_by_what_they_shard() -> None:
@@ -165,6 +170,7 @@ def test_cli_zero3_on_one_gpu_warns() -> None:
     ("--gpus", "2", "--quant-storage", "bf16"),
     ("--gpu", "h100", "--gpus", "9"),
     ("--gpus", "2", "--parallel", "zero9"),
+    ("--gpus", "2", "--parallel", "zero3", "--method", "full", "--fp32-master"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(args: tuple[str, ...]) -> None:
     res = run("estimate", "llama-3-8b", *args)

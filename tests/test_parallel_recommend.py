@@ -128,7 +128,9 @@ def test_max_gpus_finds_the_fewest_gpus_for_70b_full() -> None:
     rec = recommend("llama-3-70b", "h100", methods=["full"], max_gpus=16, examples=10000, avg_tokens=1024)
     assert rec.plans, rec.reason
     p = rec.plans[0]
-    assert p.parallel is not None and p.parallel.world_size == 8 and p.parallel.nodes == 1
+    # 16 GPUs on 2 nodes: under accelerate's FSDP mixed precision the trainable params are fp32 (16 B/param of
+    # states, 70 GiB per GPU on 16), as PEFT's FSDP guide says ("what took 16X80GB GPUs for full finetuning").
+    assert p.parallel is not None and p.parallel.world_size == 16 and p.parallel.nodes == 2
     assert p.parallel.strategy in {s.value for s in (Strategy.FSDP, Strategy.FSDP2, Strategy.ZERO1, Strategy.ZERO2,
                                                        Strategy.ZERO3)}
     assert p.peak_gib.device <= rec.gpu.budget_gib  # per GPU
@@ -136,14 +138,14 @@ def test_max_gpus_finds_the_fewest_gpus_for_70b_full() -> None:
     assert p.comm is not None and p.launch_command.startswith("accelerate launch --config_file accelerate.yaml")
     on4 = recommend("llama-3-70b", "h100", methods=["full"], gpus=4, host_ram_gib=100)
     assert not on4.plans and "4 x H100 SXM" in on4.reason
-    assert on4.alternatives.more_gpus.gpus == 8
+    assert on4.alternatives.more_gpus.gpus == 16
 
 
 def test_offload_only_when_nothing_else_fits_and_host_ram_allows() -> None:
     rec = recommend("llama-3-70b", "h100", methods=["full"], gpus=4, examples=10000, avg_tokens=1024)
     assert rec.plans and all(p.parallel.offload != "none" and p.host_gib > 100 for p in rec.plans)
     assert any("host RAM" in w for w in rec.plans[0].warnings)
-    on8 = recommend("llama-3-70b", "h100", methods=["full"], gpus=8)
+    on8 = recommend("llama-3-8b", "h100", methods=["full"], gpus=8)
     assert on8.plans and all(p.parallel.offload == "none" for p in on8.plans)
     assert recommend("llama-3-70b", "h100", methods=["full"], gpus=4, host_ram_gib=100).plans == ()
 
@@ -240,12 +242,12 @@ def test_cli_json_and_text_show_the_artefacts() -> None:
     res = CliRunner().invoke(cli, args + ["--json"])
     assert res.exit_code == 0, res.output
     plan = json.loads(res.output)["plans"][0]
-    assert plan["parallel"]["world_size"] == 8 and set(plan["parallel"]) == {
+    assert plan["parallel"]["world_size"] == 16 and set(plan["parallel"]) == {
         "strategy", "gpus", "nodes", "world_size", "offload"}
     assert "distributed_type:" in plan["accelerate_config_yaml"]
     text = CliRunner().invoke(cli, args)
     assert text.exit_code == 0 and "accelerate launch --config_file accelerate.yaml" in text.output
-    assert "scaling efficiency" in text.output
+    assert "scaling efficiency" in " ".join(text.output.split())  # rich may wrap between the words
 
 
 # --------------------------------------------------------------------------- instances

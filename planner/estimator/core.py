@@ -71,13 +71,19 @@ def estimate(
     if train.method is not Method.FULL and ctx.dropout != train.lora_dropout:
         train = train.model_copy(update={"lora_dropout": ctx.dropout})
     parallel = parallel or ParallelSpec()
+    storage = None
+    if parallel.multi:
+        from planner.parallel.precision import mixed_precision_contexts
+
+        # FSDP mixed precision: the step computes in bf16 while the shards may be fp32.
+        ctx, storage = mixed_precision_contexts(profile.config, ctx, parallel)
     ledger = runtime_terms(step_ledger(ctx), gpu_profile, calibration)
     parallel_ref = host_gib = None
     parallel_warnings: tuple[str, ...] = ()
     if parallel.multi:
         from planner.parallel.shard import shard
 
-        sharded = shard(ledger, parallel, ctx)
+        sharded = shard(ledger, parallel, ctx, storage)
         ledger, parallel_warnings = sharded.ledger, sharded.warnings
         host_gib = sharded.host_bytes * parallel.gpus / GIB
         parallel_ref = ParallelRef(strategy=parallel.strategy.value, gpus=parallel.gpus, nodes=parallel.nodes,

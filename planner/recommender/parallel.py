@@ -105,7 +105,10 @@ class ParallelSearch(Search):
     def spec(self, method: Method, targets: str | None, rank: int, mb: int, ckpt: bool, optim: Optim,
              kbit_prepare: bool = True) -> TrainSpec:
         train = super().spec(method, targets, rank, mb, ckpt, optim, kbit_prepare)
-        return train.model_copy(update={"grad_accum": max(1, self.request.effective_batch // (mb * self.world))})
+        update: dict[str, object] = {"grad_accum": max(1, self.request.effective_batch // (mb * self.world))}
+        if self.parallel.strategy.is_zero:
+            update["fp32_master"] = False  # DeepSpeed's 16-bit engine keeps its own fp32 master partition
+        return train.model_copy(update=update)
 
     def timing(self, train: TrainSpec) -> tuple[TimeBreakdown, float | None]:
         single, _ = super().timing(train)

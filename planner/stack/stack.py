@@ -85,6 +85,16 @@ class KbitPrepare(str, Enum):
         return self is not KbitPrepare.CAST_TRAINABLE_BF16
 
 
+class FsdpTrainableDtype(str, Enum):
+    """What FSDP's shards of the trainable parameters are stored in under bf16/fp16 mixed precision."""
+
+    FP32 = "fp32"
+    """accelerate >= 0.30 upcasts every trainable (flat) parameter to fp32 before sharding; the step computes
+    and all-gathers in the MixedPrecision ``param_dtype`` (bf16)."""
+    LOAD_DTYPE = "load_dtype"
+    """The shards keep the dtype the model was loaded in (accelerate < 0.30, torchtune, litgpt bf16-true)."""
+
+
 class Behaviour(Frozen):
     value: str
     holds_for: str
@@ -154,6 +164,10 @@ class Stack(Frozen):
     @property
     def kbit_prepare(self) -> KbitPrepare:
         return KbitPrepare(self.value("kbit_prepare"))
+
+    @property
+    def fsdp_trainable_dtype(self) -> FsdpTrainableDtype:
+        return FsdpTrainableDtype(self.value("fsdp_trainable_dtype"))
 
     def ref(self, detected: bool = False) -> StackRef:
         """The ``stack`` object of an estimate's JSON (built once per stack)."""
