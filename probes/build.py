@@ -11,9 +11,9 @@ probe (real bitsandbytes). The modeled run (transformers 5.x, PEFT 0.2x, acceler
   non-4-bit parameter (embeddings, lm_head, norms, biases) to fp32.
 * LoRA / QLoRA: ``get_peft_model(LoraConfig(r, lora_alpha, lora_dropout, target_modules, use_dora,
   task_type="CAUSAL_LM"))``; PEFT keeps adapter weights in fp32 (``autocast_adapter_dtype=True``).
-* Gradient checkpointing: ``gradient_checkpointing_enable(gradient_checkpointing_kwargs=
-  {"use_reentrant": False})`` (transformers' default kwargs, also TRL's); transformers then calls
-  ``enable_input_require_grads``.
+* Gradient checkpointing: ``gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs())``: the
+  installed transformers' default (non-reentrant on 5.x, reentrant on 4.x, with ``enable_input_require_grads``
+  as TRL and PEFT's kbit prepare call it).
 * Step: forward under ``torch.autocast(dtype=--dtype)`` with the outputs converted to fp32
   (accelerate's ``convert_outputs_to_fp32`` for ``bf16=True``: a transient fp32 copy of the
   logits), ``labels=input_ids``, the outputs dropped before ``loss.backward()`` (Trainer's
@@ -38,8 +38,12 @@ from planner.errors import PlannerError
 from planner.model.targets import lora_dropout, peft_target_modules
 from planner.specs import Attn, DType, Method, TrainSpec
 
-GC_KWARGS = {"use_reentrant": False}
-"""``torch.utils.checkpoint`` kwargs Trainer/TRL pass by default."""
+def gc_kwargs() -> dict[str, bool]:
+    """The ``torch.utils.checkpoint`` kwargs the installed stack runs by default (stack ``checkpointing``):
+    non-reentrant on transformers 5 (``modeling_utils.py`` ``gradient_checkpointing_enable``); reentrant on 4.x
+    (v4.44.2: ``gradient_checkpointing_kwargs=None`` -> ``{"use_reentrant": True}``; PEFT's kbit prepare passes
+    ``{}``, and torch v2.13 ``checkpoint`` then defaults to ``use_reentrant=True``)."""
+    return {"use_reentrant": transformers_major() < 5}
 MAX_GRAD_NORM = 1.0
 """``TrainingArguments.max_grad_norm`` default."""
 
@@ -166,7 +170,7 @@ def prepare(model: nn.Module, raw: dict[str, Any], spec: TrainSpec) -> nn.Module
         kbit = spec.method is Method.QLORA and spec.kbit_prepare
         if kbit:
             model = prepare_model_for_kbit_training(
-                model, use_gradient_checkpointing=spec.grad_ckpt, gradient_checkpointing_kwargs=dict(GC_KWARGS)
+                model, use_gradient_checkpointing=spec.grad_ckpt, gradient_checkpointing_kwargs=gc_kwargs()
             )
         if spec.method in (Method.LORA, Method.QLORA):
             try:
@@ -178,7 +182,12 @@ def prepare(model: nn.Module, raw: dict[str, Any], spec: TrainSpec) -> nn.Module
                             "--lora-dropout 0, or --targets attn)")
                 raise PlannerError(f"PEFT could not apply LoRA: {str(err).splitlines()[0]}{hint}") from None
         if spec.grad_ckpt and not kbit:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(GC_KWARGS))
+            kwargs = gc_kwargs()
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+            if kwargs["use_reentrant"] and spec.method is Method.LORA:
+                # Reentrant checkpointing needs a layer input that requires grad, or the adapters inside get no
+                # gradient: TRL's SFTTrainer (v0.11.4 _prepare_peft_model) and PEFT's kbit prepare call this.
+                model.enable_input_require_grads()
         model.train()
     return model
 
