@@ -20,8 +20,8 @@ def test_ds_json_keys(strategy: Strategy, stage: int) -> None:
             "gradient_clipping"} <= set(data)
     assert data["zero_optimization"]["stage"] == stage and data["bf16"]["enabled"] is True
     assert data["train_micro_batch_size_per_gpu"] == 2 and data["gradient_accumulation_steps"] == 8
-    if stage == 3:
-        assert data["zero_optimization"]["stage3_prefetch_bucket_size"] == "auto"
+    # No bucket size or overlap_comm: DeepSpeed's defaults, which accelerate.yaml runs and the estimate models.
+    assert not {"reduce_bucket_size", "stage3_prefetch_bucket_size", "overlap_comm"} & set(data["zero_optimization"])
 
 
 def test_offload_and_multinode() -> None:

@@ -76,9 +76,10 @@ def test_hf_stack_rows_median_error() -> None:
     0.9-0.10, accelerate 0.27-0.28; the LoRA rows load the model in fp32)."""
     errors = [abs(row[6]) for row in table() if row[0] in HF_STACK]
     assert len(errors) == 5
-    # Today 7.3% (goal 10%): 16.0% before the rows named their stack and fp32 load, FSDP1 / ZeRO-3 gathered
-    # units became full-size buffers, and FSDP mixed precision was modelled (fp32 shards, bf16 compute).
-    assert statistics.median(errors) <= 0.08
+    # Today 5.2% (goal 10%): 16.0% before the rows named their stack and fp32 load, FSDP1 / ZeRO-3 gathered
+    # units became full-size buffers, FSDP mixed precision was modelled (fp32 shards, bf16 compute) and ZeRO's
+    # reduce buckets were counted whole (contiguous_gradients).
+    assert statistics.median(errors) <= 0.06
 
 
 @pytest.mark.parametrize("row", [r for r in _rows() if r["strategy"] != "none"], ids=lambda r: r["profile"])

@@ -184,7 +184,6 @@ def _engine_terms(ledger: Ledger, parallel: ParallelSpec, ctx: Context, zero_fp3
     phases = ledger.phases
     fwd_bwd = tuple(p for p in phases if p is not Phase.OPTIMIZER)
     layer_bwd = tuple(p for p in phases if p in (Phase.LAYER_BACKWARD, Phase.BOTTOM_BACKWARD))
-    backward = tuple(p for p in phases if p in BACKWARD)
     # A gathered unit is a new full-size buffer beside the rank's own shard, which stays allocated: torch
     # v2.13 fsdp/_flat_param.py FlatParamHandle._init_flat_param_attributes (_full_param_padded =
     # torch.empty(shard numel * world_size), in the mixed-precision param dtype) next to _local_shard;
@@ -219,19 +218,22 @@ def _engine_terms(ledger: Ledger, parallel: ParallelSpec, ctx: Context, zero_fp3
         by_phase.update(alive(u.root_param_bytes, (Phase.LOSS_FORWARD, Phase.LOSS_BACKWARD)))
         terms.append(Term("all-gathered parameters (ZeRO-3 live + prefetch)", "weights", by_phase,
                           source=f"{SRC} deepspeed_zero: {z['source']}"))
-    if s.shards_gradients and not s.is_zero or s is Strategy.ZERO3:  # FSDP2 returned above
-        # One unit's unsharded gradients until its reduce-scatter (FSDP) / ZeRO-3's reduce bucket.
-        bucket = u.layer_grad_bytes
-        if s is Strategy.ZERO3:
-            bucket = min(cfg["deepspeed_zero"]["reduce_bucket_size_elements"] * ctx.d.trainable, grads)
-        terms.append(Term("unsharded gradients before reduce-scatter", "gradients", alive(bucket, layer_bwd),
-                          source=f"{SRC}"))
+    if s.shards_gradients and not s.is_zero:  # FSDP1 (FSDP2 returned above)
+        # One unit's unsharded gradients until its reduce-scatter.
+        terms.append(Term("unsharded gradients before reduce-scatter", "gradients",
+                          alive(u.layer_grad_bytes, layer_bwd), source=f"{SRC}"))
+    if s.is_zero:
+        z = cfg["deepspeed_zero"]
+        if z["contiguous_gradients"]:
+            # Whole reduce_bucket_size buffers in the 16-bit dtype, however few the trainable params (LoRA
+            # too): ZeRO-3 allocates one at init, ZeRO-1/2 one (two with overlap_comm) per micro-step.
+            stage = {Strategy.ZERO1: "1", Strategy.ZERO2: "2", Strategy.ZERO3: "3"}[s]
+            count = 2 if z["overlap_comm_default_by_stage"][stage] and s is not Strategy.ZERO3 else 1
+            bucket = count * z["reduce_bucket_size_elements"] * ctx.d.compute
+            terms.append(Term("ZeRO reduce bucket", "gradients", alive(bucket, phases),
+                              source=f"{SRC} deepspeed_zero: {z['source']}"))
     if s in (Strategy.ZERO1, Strategy.ZERO2):
         z = cfg["deepspeed_zero"]
-        if s is Strategy.ZERO2:
-            bucket = min(z["reduce_bucket_size_elements"] * ctx.d.trainable, grads)
-            terms.append(Term("ZeRO reduce bucket", "gradients", alive(bucket, backward),
-                              source=f"{SRC} deepspeed_zero: {z['source']}"))
         gather = min(z["allgather_bucket_size_elements"] * ctx.d.trainable, grads)
         terms.append(Term("ZeRO all-gather bucket (updated params)", "optimizer", alive(gather, (Phase.OPTIMIZER,)),
                           source=f"{SRC} deepspeed_zero"))

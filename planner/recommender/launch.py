@@ -81,17 +81,18 @@ def _deepspeed_config(parallel: ParallelSpec, grad_accum: int) -> dict[str, obje
 
 def deepspeed_json(parallel: ParallelSpec, *, micro_batch: int, grad_accum: int, dtype: DType) -> dict[str, object]:
     """The ``ds.json`` of a ZeRO plan (keys of DeepSpeed's config docs, deepspeed.ai/docs/config-json, and
-    ``deepspeed/runtime/zero/config.py`` ``DeepSpeedZeroConfig``; bucket sizes "auto" as accelerate's
-    ``DeepSpeedPlugin`` fills them from the model)."""
+    ``deepspeed/runtime/zero/config.py`` ``DeepSpeedZeroConfig``; bucket sizes left at DeepSpeed's defaults, as
+    accelerate's ``DeepSpeedPlugin`` leaves them and the estimate assumes)."""
     stage = _ZERO_STAGE[parallel.strategy]
-    zero: dict[str, object] = {"stage": stage, "overlap_comm": True, "contiguous_gradients": True}
+    # Bucket sizes and overlap_comm at DeepSpeed's defaults, as the accelerate.yaml path runs them (accelerate's
+    # DeepSpeedPlugin names none), so both launch paths are the step the estimate models.
+    zero: dict[str, object] = {"stage": stage, "contiguous_gradients": True}
     if parallel.offload is not Offload.NONE:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
     if parallel.offload is Offload.PARAMS and stage == 3:
         zero["offload_param"] = {"device": "cpu", "pin_memory": True}
     if stage == 3:
-        zero.update(reduce_bucket_size="auto", stage3_prefetch_bucket_size="auto",
-                    stage3_param_persistence_threshold="auto", stage3_gather_16bit_weights_on_model_save=True)
+        zero.update(stage3_gather_16bit_weights_on_model_save=True)
     return {"zero_optimization": zero, "bf16": {"enabled": dtype is DType.BF16},
             "fp16": {"enabled": dtype is not DType.BF16}, "train_micro_batch_size_per_gpu": micro_batch,
             "gradient_accumulation_steps": grad_accum, "gradient_clipping": 1.0}
