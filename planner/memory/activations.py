@@ -161,7 +161,7 @@ def _attention_block_saved(ctx: Context) -> float:
         # eager_attention_forward: repeat_kv copies k/v to every head; matmul saves q and k; softmax (fp32)
         # saves its output; the bf16 copy of the probabilities and v are saved by the second matmul.
         per_token += qkv_b * (q_dim + 2 * q_dim) + heads * s * (FP32_BYTES + c)
-    elif ctx.arch.sdpa_math:
+    elif ctx.sdpa_math:
         # SDPA's math kernel (aten _scaled_dot_product_attention_math) upcasts 16-bit q, k, v to fp32 and
         # saves the fp32 scaled q, k, v and softmax probabilities (b, heads, s, s); no logsumexp.
         per_token += FP32_BYTES * (q_dim + 2 * kv_dim) + heads * s * FP32_BYTES

@@ -163,11 +163,17 @@ class Context:
 
     @property
     def sdpa_repeats_kv(self) -> bool:
-        """SDPA attention whose k/v are first repeated to every query head (``repeat_kv``, transformers < 4.54);
-        GQA models only (MHA repeats nothing)."""
-        return (self.train.attn is not Attn.EAGER and not self.arch.sdpa_math
+        """SDPA attention whose k/v are first repeated to every query head (``repeat_kv``: transformers < 4.54's
+        GQA models; ``repeat_kv_every_model``: litgpt, Falcon's multi-query attention too); MHA repeats nothing."""
+        kv = self.stack.value("sdpa_kv")
+        return (self.train.attn is not Attn.EAGER
                 and self.config.num_key_value_heads < self.config.num_attention_heads
-                and self.stack.value("sdpa_kv") == "repeat_kv")
+                and (kv == "repeat_kv_every_model" or kv == "repeat_kv" and not self.arch.sdpa_math))
+
+    @property
+    def sdpa_math(self) -> bool:
+        """SDPA falls back to its math kernel (the architecture's k/v head count reaches SDPA unrepeated)."""
+        return self.arch.sdpa_math and self.stack.value("sdpa_kv") != "repeat_kv_every_model"
 
     @property
     def experts_quantized(self) -> bool:
