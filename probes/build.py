@@ -38,12 +38,15 @@ from planner.errors import PlannerError
 from planner.model.targets import lora_dropout, peft_target_modules
 from planner.specs import Attn, DType, Method, TrainSpec
 
+
 def gc_kwargs() -> dict[str, bool]:
     """The ``torch.utils.checkpoint`` kwargs the installed stack runs by default (stack ``checkpointing``):
     non-reentrant on transformers 5 (``modeling_utils.py`` ``gradient_checkpointing_enable``); reentrant on 4.x
     (v4.44.2: ``gradient_checkpointing_kwargs=None`` -> ``{"use_reentrant": True}``; PEFT's kbit prepare passes
     ``{}``, and torch v2.13 ``checkpoint`` then defaults to ``use_reentrant=True``)."""
     return {"use_reentrant": transformers_major() < 5}
+
+
 MAX_GRAD_NORM = 1.0
 """``TrainingArguments.max_grad_norm`` default."""
 
@@ -184,7 +187,7 @@ def prepare(model: nn.Module, raw: dict[str, Any], spec: TrainSpec) -> nn.Module
         if spec.grad_ckpt and not kbit:
             kwargs = gc_kwargs()
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-            if kwargs["use_reentrant"] and spec.method is Method.LORA:
+            if kwargs["use_reentrant"] and spec.method is not Method.FULL:
                 # Reentrant checkpointing needs a layer input that requires grad, or the adapters inside get no
                 # gradient: TRL's SFTTrainer (v0.11.4 _prepare_peft_model) and PEFT's kbit prepare call this.
                 model.enable_input_require_grads()

@@ -176,3 +176,19 @@ def test_cli_bad_input_is_one_line_exit_2(args: tuple[str, ...]) -> None:
     res = run("estimate", "llama-3-8b", *args)
     assert res.exit_code == 2, res.output
     assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1, res.output
+
+
+def test_fsdp_shard_dtype_follows_the_stack() -> None:
+    """accelerate (>= 0.30) keeps trainable FSDP shards in fp32 under bf16 mixed precision and says so; torchtune's
+    fully_shard without a policy keeps the bf16 ones (stack behaviour fsdp_trainable_dtype); ZeRO is unaffected."""
+    from planner.stack.resolve import resolve_stack
+
+    accel = _run(Strategy.FSDP2, 4)
+    tune = estimate("llama-3-8b", FULL, "h100", stack=resolve_stack("torchtune", detect=False).stack,
+                    parallel=ParallelSpec(strategy=Strategy.FSDP2, gpus=4))
+    for name in ("base weights (shard)", "gradients (shard)", "optimizer state (shard)"):
+        assert _terms(accel)[name] == pytest.approx(2 * _terms(tune)[name], rel=1e-6)
+    assert any("keeps the trainable parameters in fp32" in w for w in accel.warnings)
+    assert not any("keeps the trainable parameters in fp32" in w for w in tune.warnings)
+    lora = _run(Strategy.FSDP2, 4, TrainSpec())  # PEFT's adapters are fp32 already: nothing to say
+    assert not any("keeps the trainable parameters in fp32" in w for w in lora.warnings)

@@ -48,8 +48,9 @@ def mixed_precision_contexts(config: ModelConfig, ctx: Context,
 
 
 def upcast_note(compute: Context, storage: Context) -> str | None:
-    """The warning naming accelerate's fp32 upcast when it is what makes the shards fp32."""
-    if compute.d.trainable >= FP32_BYTES or storage.d.trainable < FP32_BYTES:
+    """The warning naming accelerate's fp32 upcast when it is what makes the trainable shards fp32."""
+    upcast = compute.stack.fsdp_trainable_dtype is FsdpTrainableDtype.FP32
+    if not upcast or compute.d.trainable >= FP32_BYTES or storage.d.trainable < FP32_BYTES:
         return None
     return ("FSDP mixed precision via accelerate (>= 0.30) keeps the trainable parameters in fp32: their shards, "
             "gradients and optimizer state are fp32 while the step computes in bf16 (mixed_precision: 'no' with "
