@@ -205,6 +205,7 @@ def normalize_config(raw: dict[str, Any]) -> ModelConfig:
             num_local_experts=_int(raw, "num_local_experts", 0, minimum=0) if mt == "mixtral" else 0,
             num_experts_per_tok=_int(raw, "num_experts_per_tok", 0, minimum=0) if mt == "mixtral" else 0,
             final_logit_softcapping=_float(raw, "final_logit_softcapping") if mt == "gemma2" else None,
+            attn_logit_softcapping=_float(raw, "attn_logit_softcapping") if mt == "gemma2" else None,
         )
     try:
         cfg = ModelConfig(model_type=mt, tie_word_embeddings=tie, **fields)

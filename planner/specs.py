@@ -54,6 +54,11 @@ class Attn(str, Enum):
     FLASH = "flash"
     EAGER = "eager"
 
+    @property
+    def transformers_name(self) -> str:
+        """The ``attn_implementation`` string transformers takes."""
+        return "flash_attention_2" if self is Attn.FLASH else self.value
+
 
 class DType(str, Enum):
     """Floating dtype of weights / compute."""
@@ -91,6 +96,8 @@ class ModelConfig(Frozen):
     num_experts_per_tok: int = 0
     # Family specifics (read by planner.model.architecture only).
     final_logit_softcapping: float | None = None
+    attn_logit_softcapping: float | None = None
+    """Gemma 2: attention scores pass through ``cap * tanh(scores / cap)`` (no SDPA kernel does that)."""
     parallel_attn: bool = False
     new_decoder_architecture: bool = False
 

@@ -12,7 +12,7 @@ from planner.calibration import Calibration
 from planner.catalog import load_gpu, load_model
 from planner.estimator.fits import DEFAULT_HEADROOM, budget_gib, usable_gib
 from planner.estimator.overhead import allocator_reserve_term, runtime_terms
-from planner.estimator.warnings import estimate_warnings
+from planner.estimator.warnings import attention_fallback, estimate_warnings
 from planner.memory.context import build_context
 from planner.memory.ledger import DEVICE_POOLS, RESERVED_POOLS
 from planner.memory.step import step_ledger
@@ -70,6 +70,9 @@ def estimate(
     ctx = build_context(profile.config, train, stack)
     if train.method is not Method.FULL and ctx.dropout != train.lora_dropout:
         train = train.model_copy(update={"lora_dropout": ctx.dropout})
+    attn_warnings = attention_fallback(train.attn, ctx)
+    if attn_warnings:
+        train = train.model_copy(update={"attn": ctx.train.attn})
     parallel = parallel or ParallelSpec()
     storage = None
     if parallel.multi:
@@ -112,7 +115,8 @@ def estimate(
         memory_gib=MemoryGiB(**{c: b / GIB for c, b in ledger.components().items()}),
         peak_gib=peak, peak_phase=phase.group, host_spillable_gib=paged / GIB, gpu=gpu_ref, fits=fits,
         headroom_gib=spare, advice=None,
-        warnings=profile.warnings + estimate_warnings(ctx, paged, gpu_profile) + parallel_warnings, stack=ctx.stack.ref(),
+        warnings=profile.warnings + attn_warnings + estimate_warnings(ctx, paged, gpu_profile) + parallel_warnings,
+        stack=ctx.stack.ref(),
         parallel=parallel_ref, host_gib=host_gib,
     )
     est._ledger = ledger

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from planner.memory.activations import host_checkpoint_bytes
 from planner.memory.context import Context
-from planner.specs import GIB, DType, GpuProfile
+from planner.specs import GIB, Attn, DType, GpuProfile
 from planner.stack.stack import MoeExperts
+
+
+def attention_fallback(requested: Attn, ctx: Context) -> tuple[str, ...]:
+    """The line saying the stack runs other attention than ``requested`` (Gemma 2's softcapping and SDPA)."""
+    if ctx.train.attn is requested:
+        return ()
+    return (f"{ctx.config.model_type}'s softcapped attention cannot run on SDPA on this stack (transformers >= 5.21: "
+            "_supports_sdpa = False; litgpt computes it by hand): modelled as eager attention, which saves the "
+            "s x s scores; pass --attn flash for FlashAttention-2 >= 2.6, which supports softcapping",)
 
 
 def estimate_warnings(ctx: Context, paged_bytes: float, gpu: GpuProfile | None = None) -> tuple[str, ...]:

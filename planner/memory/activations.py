@@ -161,6 +161,8 @@ def _attention_block_saved(ctx: Context) -> float:
         # eager_attention_forward: repeat_kv copies k/v to every head; matmul saves q and k; softmax (fp32)
         # saves its output; the bf16 copy of the probabilities and v are saved by the second matmul.
         per_token += qkv_b * (q_dim + 2 * q_dim) + heads * s * (FP32_BYTES + c)
+        if ctx.config.attn_logit_softcapping:
+            per_token += heads * s * c  # Gemma 2: cap * tanh(scores / cap), tanh saves its output
     elif ctx.sdpa_math:
         # SDPA's math kernel (aten _scaled_dot_product_attention_math) upcasts 16-bit q, k, v to fp32 and
         # saves the fp32 scaled q, k, v and softmax probabilities (b, heads, s, s); no logsumexp.

@@ -196,6 +196,16 @@ class Context:
         return self.train.grad_accum > 1
 
 
+def effective_attn(config: ModelConfig, train: TrainSpec, stack: Stack) -> Attn:
+    """The attention the stack runs for ``train.attn``: softcapped attention (Gemma 2) cannot use SDPA where the
+    stack's ``softcapped_attention`` is ``eager_only`` (transformers >= 5.21 refuses it; litgpt computes it
+    by hand), so SDPA becomes eager there."""
+    if (train.attn is Attn.SDPA and config.attn_logit_softcapping
+            and stack.value("softcapped_attention") == "eager_only"):
+        return Attn.EAGER
+    return train.attn
+
+
 def build_context(config: ModelConfig, train: TrainSpec, stack: Stack | None = None) -> Context:
     """Resolve ``train`` against ``config`` (targets, dropout, dtypes) for ``stack`` (default: the modeled one).
 
@@ -206,6 +216,9 @@ def build_context(config: ModelConfig, train: TrainSpec, stack: Stack | None = N
     if config.tie_word_embeddings and not stack.flag("ties_embeddings"):
         # litgpt keeps a separate lm_head (its converter copies the embedding into it): count both.
         config = config.model_copy(update={"tie_word_embeddings": False})
+    attn = effective_attn(config, train, stack)
+    if attn is not train.attn:
+        train = train.model_copy(update={"attn": attn})
     full = train.method is Method.FULL
     targets = () if full else resolve_targets(config, train.targets)
     dropout = 0.0 if full else lora_dropout(config, train.targets, train.lora_dropout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from planner.memory.context import effective_attn
 from planner.model.targets import peft_target_modules, resolve_targets
 from planner.recommender import launch, rules, snippets
 from planner.recommender.reasons import plan_reasons
@@ -32,7 +33,8 @@ def _code(search: Search, t: TrainSpec, modules: str | list[str] | None, learnin
     plan = PlanCode(hub_id=_hub_id(search.profile), modules=modules, explicit_modules=explicit,
                     learning_rate=learning_rate, scheduler=rules.SCHEDULER, warmup=rules.WARMUP_RATIO,
                     epochs=req.epochs, model=search.profile.name, optimizer_steps=_optimizer_steps(req),
-                    world=1 if c is None or c.parallel is None else c.parallel.world_size)
+                    world=1 if c is None or c.parallel is None else c.parallel.world_size,
+                    attn_implementation=effective_attn(search.profile.config, t, stack).transformers_name)
     return code_for(req.framework, t, plan, snippet_options(versions))
 
 

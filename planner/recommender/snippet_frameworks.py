@@ -35,6 +35,9 @@ class PlanCode:
     optimizer_steps: int | None = None
     """Optimizer steps of the job (torchtune's warmup is in steps); None without a dataset size."""
     world: int = 1
+    attn_implementation: str = "sdpa"
+    """transformers' ``attn_implementation`` for the attention the stack runs (Gemma 2 on transformers >= 5.21:
+    eager, which is the only one it accepts with softcapping besides FlashAttention-2)."""
     """GPUs in the plan (multi-GPU: the effective batch is micro-batch x grad-accum x GPUs)."""
 
 
@@ -75,6 +78,7 @@ def code_for(framework: str | None, t: TrainSpec, p: PlanCode, names: SnippetOpt
             kbit_note = ("SFTTrainer calls prepare_model_for_kbit_training itself (TRL < 0.26)" if t.kbit_prepare
                          else "no prepare_model_for_kbit_training: SFTTrainer casts the adapters to bf16 (TRL >= 1.0)")
         python = snippets.script(hub_id=p.hub_id, dtype=t.dtype, lora=lora, bnb=bnb, sft=sft,
+                                 attn=p.attn_implementation,
                                  fp32_master=t.fp32_master, kbit_prepare=t.kbit_prepare, names=names,
                                  kbit_note=kbit_note)
         return snippets.Code(lora_config=lora, bnb_config=bnb, sft_config=sft, python=python, framework="trl",
@@ -112,7 +116,7 @@ def trainer_script(t: TrainSpec, p: PlanCode, lora: str | None, bnb: str | None,
         "tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token",
         f'model = AutoModelForCausalLM.from_pretrained("{p.hub_id}", '
         f'{names.from_pretrained_dtype}={snippets.weights_dtype(t.dtype, t.fp32_master)}, '
-        f'attn_implementation="sdpa"{quant})',
+        f'attn_implementation="{p.attn_implementation}"{quant})',
     ]
     if bnb and t.kbit_prepare:
         body.append("model = prepare_model_for_kbit_training(model, "

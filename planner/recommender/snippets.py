@@ -160,6 +160,7 @@ def script(
     kbit_prepare: bool = True,
     names: SnippetOptions = NEWEST_NAMES,
     kbit_note: str | None = None,
+    attn: str = "sdpa",
 ) -> str:
     """One script skeleton: configs, model loading, trainer.
 
@@ -178,7 +179,7 @@ def script(
     quant = ", quantization_config=bnb_config" if bnb else ""
     body.append(
         f'model = AutoModelForCausalLM.from_pretrained("{hub_id}", {names.from_pretrained_dtype}={torch_dtype}, '
-        f'attn_implementation="sdpa"{quant})'
+        f'attn_implementation="{attn}"{quant})'
     )
     if bnb and kbit_note:
         body.append(f"# {kbit_note}")
