@@ -297,3 +297,29 @@ def test_traced_label_is_per_method():
     lora = " ".join(run("estimate", "llama-3-8b", *versions, "--method", "lora").output.split())
     assert "qlora on this trainer stack is modelled from the libraries' sources, not traced" in qlora
     assert "not traced" not in lora
+
+
+def test_gemma2_softcapped_attention_is_eager_where_sdpa_is_refused() -> None:
+    """transformers >= 5.21 refuses SDPA for Gemma 2 (softcapping): --attn sdpa is modelled as eager and says so,
+    and the recommend snippet asks for eager; transformers 4.44 runs SDPA (softcapping dropped)."""
+    from planner.estimator import estimate
+    from planner.specs import Attn, TrainSpec
+    from planner.stack.resolve import resolve_stack
+
+    spec = TrainSpec(seq_len=1024, grad_ckpt=False)
+    new = estimate("gemma-2-2b", spec)
+    old = estimate("gemma-2-2b", spec, stack=resolve_stack(
+        "trainer", {"transformers": "4.44.2", "peft": "0.12.0"}, detect=False).stack)
+    eager = estimate("gemma-2-2b", spec.model_copy(update={"attn": Attn.EAGER}))
+    assert new.train.attn is Attn.EAGER and any("cannot run on SDPA" in w for w in new.warnings)
+    assert new.peak_gib == eager.peak_gib
+    assert old.train.attn is Attn.SDPA and not any("cannot run on SDPA" in w for w in old.warnings)
+    assert estimate("llama-3.2-1b", spec).train.attn is Attn.SDPA  # no softcapping, nothing changes
+
+
+def test_gemma2_recommend_snippet_asks_for_eager() -> None:
+    from planner.recommender import recommend
+
+    rec = recommend("gemma-2-2b", "4090")
+    assert rec.plans and 'attn_implementation="eager"' in rec.plans[0].code.python
+    assert 'attn_implementation="sdpa"' in recommend("llama-3.2-1b", "4090").plans[0].code.python
