@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator, model_validator
 
 from planner.inputs import limit
 
@@ -171,6 +171,21 @@ class TrainSpec(Frozen):
     the QLoRA scripts and most training code call it; current TRL ``SFTTrainer`` does not."""
     quant_bits: StrictInt = Field(default=4, ge=4, le=8, multiple_of=4)
     """QLoRA only: 4 (NF4, ``load_in_4bit``) or 8 (LLM.int8, ``load_in_8bit``) base weights."""
+    optimizer_in_backward: bool = False
+    """Full fine-tuning on torchtune only: ``optimizer_in_bwd`` steps each parameter's optimizer in its
+    post-accumulate-grad hook and frees the gradient, so the gradients never all exist."""
+
+    @model_validator(mode="after")
+    def _optimizer_in_backward(self) -> TrainSpec:
+        # torchtune v0.6.1 recipes/full_finetune_single_device.py: only the full recipes take optimizer_in_bwd, and
+        # they raise with gradient accumulation (the hook steps before a second micro-batch could add to .grad).
+        if self.optimizer_in_backward and self.method is not Method.FULL:
+            raise ValueError("optimizer_in_backward needs method full (torchtune's LoRA recipes have no "
+                             "optimizer_in_bwd)")
+        if self.optimizer_in_backward and self.grad_accum > 1:
+            raise ValueError("optimizer_in_backward cannot accumulate gradients (torchtune raises for "
+                             "gradient_accumulation_steps > 1 with optimizer_in_bwd)")
+        return self
 
     @field_validator("targets")
     @classmethod

@@ -155,6 +155,7 @@ def load_rows(path: Path | None = None) -> list[Row]:
             optim=optim,
             double_quant="dq" in r["base_dtype"],
             fp32_master="fp32 master" in r["base_dtype"],
+            optimizer_in_backward="optimizer_in_bwd" in r["optimizer"],  # torchtune's full low-memory configs
         )
         peak = r["peak_gib"].strip()
         value = float(re.match(r"[\d.]+", peak).group(0)) if peak else None
@@ -180,8 +181,8 @@ def compare(row: Row, stacked: bool = False) -> tuple[float | None, bool | None]
         if train.method is Method.QLORA:
             train = train.model_copy(update={"kbit_prepare": stack.kbit_prepare.calls_prepare})
         est = estimate(row.profile, train, row.gpu, stack=stack)
-    else:
-        est = estimate(row.profile, row.train, row.gpu)
+    else:  # the default stack has no optimizer-in-backward (torchtune's): its step after backward
+        est = estimate(row.profile, row.train.model_copy(update={"optimizer_in_backward": False}), row.gpu)
     if row.counter == "fit":
         return None, est.fits
     value = {"allocated": est.peak_gib.allocated, "reserved": est.peak_gib.reserved, "device": est.peak_gib.device}

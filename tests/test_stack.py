@@ -323,3 +323,33 @@ def test_gemma2_recommend_snippet_asks_for_eager() -> None:
     rec = recommend("gemma-2-2b", "4090")
     assert rec.plans and 'attn_implementation="eager"' in rec.plans[0].code.python
     assert 'attn_implementation="sdpa"' in recommend("llama-3.2-1b", "4090").plans[0].code.python
+
+
+def test_torchtune_optimizer_in_backward_holds_one_gradient() -> None:
+    """torchtune's optimizer_in_bwd steps each parameter in its gradient hook: the ledger holds the largest single
+    gradient in backward and none in an optimizer phase; other stacks refuse it (exit 2 from the CLI)."""
+    from click.testing import CliRunner
+
+    from planner.cli import cli
+    from planner.errors import PlannerError
+    from planner.estimator import estimate
+    from planner.memory.ledger import Phase
+    from planner.specs import GIB, Method, Optim, TrainSpec
+    from planner.stack.resolve import resolve_stack
+
+    tune = resolve_stack("torchtune", detect=False).stack
+    spec = TrainSpec(method=Method.FULL, seq_len=512, micro_batch=2, optim=Optim.PAGED_ADAMW)
+    plain = estimate("llama-2-7b", spec, stack=tune)
+    fused = estimate("llama-2-7b", spec.model_copy(update={"optimizer_in_backward": True}), stack=tune)
+    grads = next(t for t in fused._ledger.terms if t.name == "gradients")
+    assert max(grads.bytes_by_phase.values()) == pytest.approx(32000 * 4096 * 2)  # the embedding / lm_head
+    assert Phase.OPTIMIZER not in grads.bytes_by_phase
+    assert plain.peak_gib.allocated - fused.peak_gib.allocated > 11.5  # ~12.5 GiB of bf16 gradients
+    assert fused.peak_gib.allocated > 12.55 * 2**30 / GIB  # the weights stay
+    with pytest.raises(PlannerError, match="torchtune"):
+        estimate("llama-2-7b", spec.model_copy(update={"optimizer_in_backward": True}))
+    for args in (["--framework", "torchtune", "--optimizer-in-backward"],  # LoRA
+                 ["--framework", "torchtune", "--method", "full", "--optimizer-in-backward", "--grad-accum", "2"],
+                 ["--framework", "trl", "--method", "full", "--optimizer-in-backward"]):
+        res = CliRunner().invoke(cli, ["estimate", "llama-2-7b", *args])
+        assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output

@@ -49,6 +49,12 @@ def check_train_flags(values: dict[str, Any], ctx: click.Context | None = None) 
     elif values.get("fp32_master") and "fp32_master" in present:
         raise click.UsageError("--fp32-master has no effect with --method qlora (the base weights are quantized; "
                                "use --dtype for the compute dtype)")
+    if values.get("optimizer_in_backward") and method != "full":
+        raise click.UsageError(f"--optimizer-in-backward applies only to --method full (torchtune's full recipes' "
+                               f"optimizer_in_bwd), not --method {method}")
+    if values.get("optimizer_in_backward") and (values.get("grad_accum") or 1) > 1:
+        raise click.UsageError("--optimizer-in-backward cannot accumulate gradients: torchtune raises for "
+                               "gradient_accumulation_steps > 1 with optimizer_in_bwd")
     gpu = values.get("gpu", ctx.params.get("gpu"))
     if gpu is not None and not str(gpu).strip():
         raise click.UsageError("--gpu is empty; give a GPU name such as 4090 or a100-80gb")

@@ -74,6 +74,9 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--kbit-prepare/--no-kbit-prepare", default=True, show_default=True,
                      help="QLoRA: peft.prepare_model_for_kbit_training (fp32 embeddings, lm_head and norms); "
                           "current TRL SFTTrainer skips it (16-bit)."),
+        click.option("--optimizer-in-backward/--no-optimizer-in-backward", default=False, show_default=True,
+                     help="Full fine-tuning on --framework torchtune: optimizer_in_bwd (each parameter steps in its "
+                          "gradient hook; the gradients never all exist)."),
         click.option("--quant-bits", type=click.Choice(["4", "8"]), default="4", show_default=True,
                      help="QLoRA base weights: 4 = NF4 (load_in_4bit), 8 = LLM.int8 (load_in_8bit)."),
     ]
@@ -123,4 +126,5 @@ def train_spec(**values: Any) -> TrainSpec:
         double_quant=values["double_quant"],
         quant_bits=int(values.get("quant_bits") or 4),
         kbit_prepare=values.get("kbit_prepare", True),
+        optimizer_in_backward=values.get("optimizer_in_backward", False),
     )

@@ -7,7 +7,9 @@ from collections.abc import Callable
 from planner.results import Estimate
 from planner.specs import GpuProfile, Method, ModelProfile, Optim, TrainSpec
 
-_LEAN_QLORA = {"method": Method.QLORA, "grad_ckpt": True, "optim": Optim.PAGED_ADAMW_8BIT, "micro_batch": 1}
+_LEAN_QLORA = {"method": Method.QLORA, "grad_ckpt": True, "optim": Optim.PAGED_ADAMW_8BIT, "micro_batch": 1,
+               "optimizer_in_backward": False}
+_NOT_FULL = {"optimizer_in_backward": False}  # torchtune's optimizer_in_bwd exists for full fine-tuning only
 
 # Each candidate changes one thing, cheapest in quality/speed first; then the leanest combinations.
 _CHANGES: tuple[tuple[str, Callable[[TrainSpec], TrainSpec | None]], ...] = (
@@ -15,11 +17,12 @@ _CHANGES: tuple[tuple[str, Callable[[TrainSpec], TrainSpec | None]], ...] = (
     ("use an 8-bit paged optimizer (--optim paged-adamw-8bit)",
      lambda t: None if t.optim is Optim.PAGED_ADAMW_8BIT else t.model_copy(update={"optim": Optim.PAGED_ADAMW_8BIT})),
     ("use LoRA instead of full fine-tuning (--method lora)",
-     lambda t: t.model_copy(update={"method": Method.LORA}) if t.method is Method.FULL else None),
+     lambda t: t.model_copy(update={"method": Method.LORA, **_NOT_FULL}) if t.method is Method.FULL else None),
     ("use QLoRA (--method qlora)",
-     lambda t: None if t.method is Method.QLORA else t.model_copy(update={"method": Method.QLORA})),
+     lambda t: None if t.method is Method.QLORA else t.model_copy(update={"method": Method.QLORA, **_NOT_FULL})),
     ("use micro-batch 1 with gradient accumulation (--micro-batch 1 --grad-accum N)",
-     lambda t: None if t.micro_batch == 1 else t.model_copy(update={"micro_batch": 1, "grad_accum": t.grad_accum * t.micro_batch})),
+     lambda t: None if t.micro_batch == 1 or t.optimizer_in_backward
+     else t.model_copy(update={"micro_batch": 1, "grad_accum": t.grad_accum * t.micro_batch})),
     ("use QLoRA with checkpointing and a paged 8-bit optimizer (--method qlora --grad-ckpt --optim paged-adamw-8bit)",
      lambda t: t.model_copy(update=_LEAN_QLORA)),
     ("use QLoRA with 16-bit embeddings and norms as current TRL does (--method qlora --no-kbit-prepare --grad-ckpt "

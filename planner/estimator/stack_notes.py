@@ -38,13 +38,15 @@ def with_stack(est: Estimate, resolution: Resolution, on_default: Callable[[Trai
         base_train = est.train
         if est.train.method is Method.QLORA and not est.train.kbit_prepare:
             base_train = est.train.model_copy(update={"kbit_prepare": True})
+        if est.train.optimizer_in_backward:  # the default stack steps after backward (torchtune only has it)
+            base_train = base_train.model_copy(update={"optimizer_in_backward": False})
         base = on_default(base_train)
         if base.peak_gib.device > 0:
             change = est.peak_gib.device / base.peak_gib.device - 1.0
             if abs(change) > CHANGE_WARN_FRACTION:
+                why = _why(stack, default) + ("; optimizer_in_bwd" if est.train.optimizer_in_backward else "")
                 notes.append(f"this stack changes the device peak by {100 * change:+.0f}% against {default.name} "
-                             f"({base.peak_gib.device:.1f} GiB there, {est.peak_gib.device:.1f} GiB here): "
-                             + _why(stack, default))
+                             f"({base.peak_gib.device:.1f} GiB there, {est.peak_gib.device:.1f} GiB here): " + why)
     return est.model_copy(update={"stack": stack.ref(resolution.detected),
                                   "warnings": tuple(est.warnings) + tuple(notes)})
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from planner.catalog import runtime_constants
+from planner.errors import PlannerError
 from planner.model.architecture import Architecture, Linear, architecture
 from planner.model.params import adapter_params, total_params
 from planner.model.targets import lora_dropout, resolve_targets
@@ -216,6 +217,9 @@ def build_context(config: ModelConfig, train: TrainSpec, stack: Stack | None = N
     if config.tie_word_embeddings and not stack.flag("ties_embeddings"):
         # litgpt keeps a separate lm_head (its converter copies the embedding into it): count both.
         config = config.model_copy(update={"tie_word_embeddings": False})
+    if train.optimizer_in_backward and stack.framework != "torchtune":
+        raise PlannerError(f"--optimizer-in-backward is torchtune's optimizer_in_bwd; the {stack.framework} stack "
+                           "steps the optimizer after backward (use --framework torchtune)")
     attn = effective_attn(config, train, stack)
     if attn is not train.attn:
         train = train.model_copy(update={"attn": attn})

@@ -63,6 +63,14 @@ def gradient_bytes(ctx: Context) -> float:
     return trainable_params(ctx) * ctx.d.trainable
 
 
+def largest_param_bytes(ctx: Context) -> float:
+    """The largest single trainable parameter (full fine-tuning: embeddings, lm_head or a decoder matmul weight),
+    in the trainable dtype."""
+    arch = ctx.arch
+    largest = max([arch.embed_params, arch.lm_head_params] + [lin.weight_params for lin in arch.linears])
+    return largest * ctx.d.trainable
+
+
 def lm_head_grad_bytes(ctx: Context) -> float:
     """Full fine-tuning: the first parameter gradient backward produces (lm_head / tied embedding)."""
     return ctx.config.vocab_size * ctx.config.hidden_size * ctx.d.trainable

@@ -52,7 +52,16 @@ def _state_terms(ctx: Context, phases: tuple[Phase, ...]) -> list[Term]:
     optim = optimizer_memory(ctx)
     grads = states.gradient_bytes(ctx)
     bottom = (Phase.BOTTOM_BACKWARD,) if ctx.full else ()
-    if ctx.accumulating:
+    transient = alive(optim.step_transient_bytes, (Phase.OPTIMIZER,))
+    if ctx.train.optimizer_in_backward:
+        # torchtune optimizer_in_bwd (v0.6.1 training/memory.py register_optim_in_bwd_hooks): each parameter's
+        # optimizer steps in its post-accumulate-grad hook, then zero_grad frees the gradient: backward holds one
+        # parameter's gradient and one step's temporaries at a time; there is no optimizer.step() after it.
+        one = states.largest_param_bytes(ctx)
+        grad_phases = alive(one, (Phase.LAYER_BACKWARD,) + bottom)
+        share = one / grads if grads else 0.0
+        transient = alive(optim.step_transient_bytes * share, (Phase.LAYER_BACKWARD,) + bottom)
+    elif ctx.accumulating:
         grad_phases = alive(grads, phases)
     else:
         # Non-full: every adapter gradient exists from the top layer's backward on. Full: the top layer's
@@ -67,14 +76,13 @@ def _state_terms(ctx: Context, phases: tuple[Phase, ...]) -> list[Term]:
         Term("optimizer state", "optimizer", alive(optim.state_bytes, phases), source=ctx.optimizer.source),
         Term("paged optimizer state", "optimizer", alive(optim.paged_bytes, phases), pool=Pool.MANAGED,
              source=ctx.optimizer.source),
-        Term("optimizer step transient", "optimizer", alive(optim.step_transient_bytes, (Phase.OPTIMIZER,)),
-             source=ctx.optimizer.source),
+        Term("optimizer step transient", "optimizer", transient, source=ctx.optimizer.source),
     ]
     if ctx.full and ctx.accumulating:
         # The top layer's fresh lm_head gradient before autograd accumulates it into .grad.
         terms.append(Term("new lm_head gradient", "gradients",
                           alive(states.lm_head_grad_bytes(ctx), (Phase.LAYER_BACKWARD,))))
-    if ctx.full and ctx.config.tie_word_embeddings:
+    if ctx.full and ctx.config.tie_word_embeddings and not ctx.train.optimizer_in_backward:
         # With tied embeddings the lm_head's gradient is still waiting to be summed when the embedding backward
         # creates its own (autograd accumulates the two into the one .grad afterwards).
         terms.append(Term("tied embedding gradient (pending sum)", "gradients",
