@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from planner.errors import PlannerError
-from planner.specs import DType, Method, TrainSpec
+from planner.parallel.precision import uses_fsdp_mixed_precision
+from planner.specs import Method, TrainSpec
 from probes import build
 
 KIB = 1024
@@ -49,19 +50,17 @@ def wrap(model: nn.Module, strategy: str, device: torch.device, mesh: Any, offlo
     on the host, all-gathered to the GPU per unit) / FSDP1 ``cpu_offload=CPUOffload(offload_params=True)``.
     ``mixed_precision`` (bf16/fp16 training): FSDP mixed precision as ``accelerate launch`` runs it, trainable
     params upcast to fp32 and gathered/computed in that dtype (:mod:`planner.parallel.precision`)."""
-    from probes.trace_fsdp import accelerate_fsdp1_upcast, accelerate_fsdp2_mixed_precision, decoder_layers
+    from probes.trace_fsdp import (accelerate_fsdp1_upcast, accelerate_fsdp2_mixed_precision, decoder_layers,
+                                   fully_shard_layers)
 
     if strategy == "fsdp2":
-        from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
+        from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy
 
         policy = CPUOffloadPolicy(pin_memory=device.type == "cuda") if offload_params else OffloadPolicy()
         kwargs: dict[str, Any] = {"mesh": mesh, "reshard_after_forward": True, "offload_policy": policy}
         if mixed_precision is not None:
             kwargs.update(accelerate_fsdp2_mixed_precision(model, mixed_precision))
-        for layer in decoder_layers(model):
-            fully_shard(layer, **kwargs)
-        fully_shard(model, **kwargs)
-        return model
+        return fully_shard_layers(model, **kwargs)
     if strategy == "fsdp":
         from torch.distributed.fsdp import CPUOffload, FullyShardedDataParallel, MixedPrecision
         from torch.distributed.fsdp.wrap import ModuleWrapPolicy
@@ -109,8 +108,7 @@ def run_rank(request: dict[str, Any], out: Path) -> dict[str, Any]:
             model = build.create_model(request["raw"], spec, device, trace=False)
             model = build.prepare(model, request["raw"], spec)
             total, trainable = build.count_params(model, {}, spec)
-            mixed = build.compute_dtype(spec) if spec.dtype is not DType.FP32 and spec.method is not Method.QLORA \
-                else None
+            mixed = build.compute_dtype(spec) if uses_fsdp_mixed_precision(spec) else None
             model = wrap(model, request["strategy"], device, mesh, offload_params=request.get("offload") == "params",
                          mixed_precision=mixed)
             after_load = tracker.live_bytes if cpu else float(torch.cuda.memory_allocated(device))

@@ -87,15 +87,20 @@ class Fsdp2Sharding:
         return fsdp2_storage_tracking(tracker)
 
     def apply(self, model: nn.Module) -> nn.Module:
-        from torch.distributed.fsdp import fully_shard
-
         kwargs: dict[str, Any] = {"mesh": self.mesh, "reshard_after_forward": True}
         if self.mixed_precision:
             kwargs.update(accelerate_fsdp2_mixed_precision(model, torch.bfloat16))
-        for layer in decoder_layers(model):
-            fully_shard(layer, **kwargs)
-        fully_shard(model, **kwargs)
-        return model
+        return fully_shard_layers(model, **kwargs)
+
+
+def fully_shard_layers(model: nn.Module, **kwargs: Any) -> nn.Module:
+    """``fully_shard(**kwargs)`` on every decoder layer, then on the root (accelerate's FSDP2 auto-wrap)."""
+    from torch.distributed.fsdp import fully_shard
+
+    for layer in decoder_layers(model):
+        fully_shard(layer, **kwargs)
+    fully_shard(model, **kwargs)
+    return model
 
 
 def accelerate_fsdp2_mixed_precision(model: nn.Module, dtype: torch.dtype) -> dict[str, Any]:

@@ -44,11 +44,12 @@ def step_phases(ctx: Context) -> tuple[Phase, ...]:
 def step_ledger(ctx: Context) -> Ledger:
     """Every memory term of one steady-state step of ``ctx`` (overhead terms are added by the estimator)."""
     phases = step_phases(ctx)
-    terms = _state_terms(ctx, phases) + _activation_terms(ctx) + _loss_terms(ctx)
+    terms = state_terms(ctx, phases) + _activation_terms(ctx) + _loss_terms(ctx)
     return Ledger(tuple(t for t in terms if t.bytes_by_phase), phases)
 
 
-def _state_terms(ctx: Context, phases: tuple[Phase, ...]) -> list[Term]:
+def state_terms(ctx: Context, phases: tuple[Phase, ...]) -> list[Term]:
+    """Weights, adapters, gradients and optimizer terms of ``ctx``'s step (empty ones included)."""
     optim = optimizer_memory(ctx)
     grads = states.gradient_bytes(ctx)
     bottom = (Phase.BOTTOM_BACKWARD,) if ctx.full else ()

@@ -22,8 +22,14 @@ from dataclasses import replace
 
 from planner.memory.context import FP32_BYTES, Context, build_context
 from planner.parallel.spec import ParallelSpec
-from planner.specs import DType, ModelConfig
+from planner.specs import DType, Method, ModelConfig, TrainSpec
 from planner.stack.stack import FsdpTrainableDtype
+
+
+def uses_fsdp_mixed_precision(train: TrainSpec) -> bool:
+    """Whether ``accelerate launch`` gives FSDP its ``MixedPrecision`` policy for ``train``: bf16/fp16 training;
+    QLoRA instead gets the policy the Trainer sets from ``bnb_4bit_quant_storage``."""
+    return train.dtype is not DType.FP32 and train.method is not Method.QLORA
 
 
 def mixed_precision_contexts(config: ModelConfig, ctx: Context,
@@ -31,7 +37,7 @@ def mixed_precision_contexts(config: ModelConfig, ctx: Context,
     """``(compute, storage)`` contexts of ``ctx``'s step under ``parallel``; ``storage`` is None when the shards
     hold what the step computes with (no FSDP, no mixed precision, QLoRA, or nothing in fp32)."""
     train = ctx.train
-    if not parallel.strategy.is_fsdp or train.dtype is DType.FP32 or ctx.qlora:
+    if not parallel.strategy.is_fsdp or not uses_fsdp_mixed_precision(train):
         return ctx, None
     upcast = ctx.stack.fsdp_trainable_dtype is FsdpTrainableDtype.FP32
     if not train.fp32_master and not (upcast and ctx.d.trainable < FP32_BYTES):

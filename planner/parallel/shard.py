@@ -115,11 +115,11 @@ def _state_terms(ledger: Ledger, ctx: Context, storage: Context | None) -> tuple
     (:mod:`planner.parallel.precision`); and the warning that names why."""
     if storage is None:
         return ledger, ()
-    from planner.memory.step import step_ledger
+    from planner.memory.step import state_terms
     from planner.parallel.precision import upcast_note
 
     names = PARAM_TERMS + GRAD_TERMS + OPTIM_TERMS
-    stored = {t.name: t for t in step_ledger(storage).terms if t.name in names}
+    stored = {t.name: t for t in state_terms(storage, ledger.phases) if t.name in names and t.bytes_by_phase}
     terms = [stored.pop(t.name, t) if t.name in names else t for t in ledger.terms]
     terms += stored.values()
     note = upcast_note(ctx, storage)
